@@ -1,0 +1,160 @@
+"""`python -m pipeline {profile,report,list,config}`; the only place exceptions become exit codes."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from pipeline import config as config_mod
+from pipeline import ops as ops_mod
+from pipeline import profiling, recommend, report, results
+from pipeline.errors import ExitCode, PipelineError
+
+REPO = profiling.REPO
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+def _root(args: argparse.Namespace) -> config_mod.Config:
+    path = Path(args.config)
+    return config_mod.load_root(path if path.is_absolute() else Path.cwd() / path)
+
+
+def _dir(cfg_value: str) -> Path:
+    p = Path(cfg_value)
+    return p if p.is_absolute() else REPO / p
+
+
+def _summary(paths: list[Path]) -> bool:
+    """Print each shape's table; True if any variant failed (not ok, not unsupported)."""
+    failed = False
+    for path in paths:
+        doc = results.load(path)
+        for shape in doc["shapes"]:
+            rec = recommend.recommend(shape)
+            table = Table(title=f"{doc['op']} · {shape['id']} · {doc['environment'].get('gpu_name')}")
+            for col in ("variant", "status", "median ms", "of copy", "SM %", "warps %", "grid", "DRAM %"):
+                table.add_column(col, justify="left" if col in ("variant", "status") else "right")
+            view = report.shape_view(shape, doc["environment"], path.parent, path.parent)
+            for r in view.rows:
+                failed |= r.status not in ("ok", "unsupported")
+                name = f"[bold green]{r.name}[/]" if r.recommended else r.name
+                table.add_row(name, r.status, r.median_ms, r.frac_copy, r.sm_pct, r.warps_pct, r.grid_size, r.dram_pct)
+            console.print(table)
+            if rec:
+                h = view.headline
+                console.print(f"Recommended: [bold]{h['name']}[/] {h['median_ms']} ms, {h['vs_baseline']} vs baseline, "
+                              f"{h['vs_reference']} vs torch eager, {h['frac_copy']} of copy bandwidth"
+                              + (f"; tied: {', '.join(rec.ties)}" if rec.ties else ""))
+            else:
+                console.print("[red]No correct variant at this shape.[/]")
+    return failed
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    cfg = _root(args)
+    if args.profiles_dir:
+        cfg = dataclasses.replace(cfg, profiles_dir=str(Path(args.profiles_dir).resolve()))
+    ops = ops_mod.discover(cfg, REPO, args.op)
+    for op in ops:
+        known = [s.id for s in op.config.op.shape_list(args.suite)]
+        unknown = [s for s in (args.shape or []) if s not in known]
+        if unknown and len(ops) == 1:
+            raise PipelineError(f"unknown shape {', '.join(unknown)} for {op.name}; shapes: {', '.join(known)}")
+    if args.suite and not any(op.config.op.suites.get(args.suite) for op in ops):
+        raise PipelineError(f"no op defines shape suite '{args.suite}' (op.yaml: suites: {{{args.suite}: [...]}})")
+    written = profiling.run(ops, cfg, args.shape, args.require_gpu, console.print, device=args.device,
+                            suite=args.suite)
+    reports_dir, profiles_dir = _dir(cfg.reports_dir), _dir(cfg.profiles_dir)
+    if written is None:
+        recorded = [p for p in results.find_all(profiles_dir) if results.load(p)["op"] in {o.name for o in ops}]
+        if not recorded:
+            raise PipelineError(f"no recorded results under {profiles_dir} to replay")
+        for p in recorded:
+            doc = results.load(p)
+            console.print(f"Rendering reports from recorded samples: {os.path.relpath(p, Path.cwd())} "
+                          f"(recorded on {doc['environment'].get('gpu_name')} at {doc.get('created')}).")
+        pages = report.render(recorded, reports_dir, replayed=True)
+        _summary(recorded)
+        console.print(f"Report (replayed data): {os.path.relpath(pages[0], Path.cwd())}")
+        return ExitCode.OK
+    failed = _summary(written)
+    pages = report.render(results.find_all(profiles_dir) if args.all_reports else written, reports_dir, False)
+    console.print(f"Results: {', '.join(os.path.relpath(p, Path.cwd()) for p in written)}")
+    console.print(f"Report: {os.path.relpath(pages[0], Path.cwd())}")
+    return ExitCode.VARIANT_FAILURES if failed and args.strict else ExitCode.OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    cfg = _root(args)
+    paths = [Path(p) for p in args.results] or results.find_all(_dir(cfg.profiles_dir))
+    if not paths:
+        raise PipelineError(f"no results files under {_dir(cfg.profiles_dir)}; run `make profile` first")
+    pages = report.render(paths, _dir(cfg.reports_dir), replayed=not args.live)
+    console.print(f"Report: {os.path.relpath(pages[0], Path.cwd())}")
+    return ExitCode.OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    cfg = _root(args)
+    for op in ops_mod.discover(cfg, REPO, args.op):
+        console.print(f"[bold]{op.name}[/] ({op.dir}) baseline={op.config.op.baseline or '—'}")
+        for s in op.config.op.shapes:
+            console.print(f"  shape {s.id}")
+        for v in op.variants:
+            console.print(f"  variant {v.name}" + (f"  [red]{v.problem}[/]" if v.problem else f"  {v.layout}"))
+    return ExitCode.OK
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    print("| key | type | default | meaning |\n|---|---|---|---|")
+    for key, tp, default, doc in config_mod.documented_keys():
+        print(f"| `{key}` | {tp} | `{default}` | {doc} |")
+    return ExitCode.OK
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pipeline", description=__doc__)
+    p.add_argument("--config", default="pipeline.yaml", help="root config file (default: pipeline.yaml)")
+    sub = p.add_subparsers(dest="command", required=True)
+    pr = sub.add_parser("profile", help="verify, time and ncu-profile every variant; write results and reports")
+    pr.add_argument("--op", action="append", help="only this op (repeatable)")
+    pr.add_argument("--shape", action="append", help="only this shape id (repeatable)")
+    pr.add_argument("--suite", help="run the op.yaml shape suite of this name instead of `shapes`")
+    pr.add_argument("--profiles-dir", help="write results here instead of profiles_dir")
+    pr.add_argument("--require-gpu", action="store_true", help="fail (exit 3) instead of replaying recorded data")
+    pr.add_argument("--strict", action="store_true", help="exit 5 when any variant failed")
+    pr.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
+                    help="cpu: Triton interpreter, verify and time only, no ncu (for tests)")
+    pr.add_argument("--all-reports", action="store_true", help="also re-render reports of ops not profiled now")
+    pr.set_defaults(func=cmd_profile)
+    rp = sub.add_parser("report", help="render HTML from stored results (no GPU needed)")
+    rp.add_argument("results", nargs="*", help="results.json files (default: all under profiles/)")
+    rp.add_argument("--live", action="store_true", help="do not mark the data as replayed")
+    rp.set_defaults(func=cmd_report)
+    ls = sub.add_parser("list", help="list ops, shapes and variants")
+    ls.add_argument("--op", action="append")
+    ls.set_defaults(func=cmd_list)
+    cf = sub.add_parser("config", help="print every config key as a Markdown table")
+    cf.set_defaults(func=cmd_config)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except PipelineError as exc:
+        console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: results of completed shapes are kept")
+        return int(ExitCode.INTERRUPTED)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""Load and validate the YAML config: `pipeline.yaml` (defaults for all ops) and `kernels/<op>/op.yaml`.
+
+Precedence: built-in defaults (the dataclasses below) → pipeline.yaml → op.yaml → command-line flags.
+Every key is a dataclass field; its `doc` metadata is the documentation (`python -m pipeline config`
+prints the table). Errors name the file, the line and the key, and suggest the nearest known key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import ConfigError
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def _f(default: Any, doc: str, **kw: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"doc": doc}, **kw)
+    return field(default=default, metadata={"doc": doc}, **kw)
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    rtol: float = _f(1e-4, "relative tolerance")
+    atol: float = _f(1e-5, "absolute tolerance")
+
+
+DEFAULT_TOLERANCES = {
+    "float32": Tolerance(rtol=1e-4, atol=1e-5),
+    "float16": Tolerance(rtol=1e-2, atol=1e-3),
+    "bfloat16": Tolerance(rtol=2e-2, atol=1e-2),
+}
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    seeds: list[int] = _f([0, 1, 2], "random seeds; each draws fresh inputs from the reference's get_inputs()")
+    tolerance: dict[str, Tolerance] = _f({}, "per output dtype {rtol, atol}; unset dtypes use the built-in table")
+
+    def tolerance_for(self, dtype: str) -> Tolerance:
+        return self.tolerance.get(dtype, DEFAULT_TOLERANCES.get(dtype, DEFAULT_TOLERANCES["float32"]))
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    warmup: int = _f(3, "untimed calls per variant before timing (after compilation)")
+    min_reps: int = _f(10, "fewest timed repeats per variant")
+    max_reps: int = _f(200, "most timed repeats per variant")
+    budget_ms: float = _f(500.0, "GPU time aimed at per variant; sets the repeat count between min and max")
+    rounds: int = _f(5, "repeats are interleaved across variants in this many rounds, so drift hits all alike")
+    flush_l2: bool = _f(True, "overwrite a buffer of twice the L2 size before every timed repeat")
+
+
+DEFAULT_METRICS = [
+    "gpu__time_duration.sum",
+    "sm__throughput.avg.pct_of_peak_sustained_elapsed",
+    "sm__warps_active.avg.pct_of_peak_sustained_active",
+    "sm__maximum_warps_per_active_cycle_pct",
+    "gpu__compute_memory_throughput.avg.pct_of_peak_sustained_elapsed",
+    "dram__throughput.avg.pct_of_peak_sustained_elapsed",
+    "dram__bytes_read.sum",
+    "dram__bytes_write.sum",
+    "lts__t_sector_hit_rate.pct",
+    "launch__grid_size",
+    "launch__grid_dim_x",
+    "launch__grid_dim_y",
+    "launch__grid_dim_z",
+    "launch__block_size",
+    "launch__block_dim_x",
+    "launch__block_dim_y",
+    "launch__block_dim_z",
+    "launch__waves_per_multiprocessor",
+    "launch__registers_per_thread",
+    "launch__shared_mem_per_block",
+    "launch__occupancy_limit_registers",
+    "launch__occupancy_limit_shared_mem",
+    "launch__occupancy_limit_warps",
+    "launch__occupancy_limit_blocks",
+]
+
+
+@dataclass(frozen=True)
+class NcuConfig:
+    metrics: list[str] = _f(DEFAULT_METRICS, "metrics collected for every kernel (--metrics)")
+    replay_mode: str = _f("kernel", "ncu --replay-mode (kernel replay was 5x faster than application replay)")
+    clock_control: str = _f("base", "ncu --clock-control (base locks clocks; rank on event timing, not on ncu)")
+    cache_control: str = _f("all", "ncu --cache-control (all flushes caches before each replay pass)")
+    timeout_s: float = _f(900.0, "wall-clock limit of one ncu process (one op × shape)")
+    path: str = _f("", "ncu executable; empty means search PATH, CUDA_HOME, /usr/local/cuda*, /opt/nvidia/nsight-compute")
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    variant_timeout_s: float = _f(180.0, "a variant still building or verifying after this long is killed: `timeout`")
+    timing_timeout_s: float = _f(900.0, "limit for the timing phase of one op × shape")
+
+
+@dataclass(frozen=True)
+class Shape:
+    params: dict[str, int] = _f({}, "reference module-level size names to override, e.g. {batch_size: 1}")
+    dtype: str = _f("float32", "floating inputs are cast to this dtype: " + ", ".join(DTYPES))
+    name: str = _f("", "short id; default built from params and dtype")
+
+    @property
+    def id(self) -> str:
+        if self.name:
+            return self.name
+        dims = "x".join(str(v) for v in self.params.values()) or "default"
+        return f"{dims}-{self.dtype}"
+
+
+@dataclass(frozen=True)
+class OpConfig:
+    baseline: str = _f("", "the variant others are compared with (file stem, e.g. seed_2d_tiles)")
+    shapes: list[Shape] = _f([], "shapes to run; each overrides the reference's module-level sizes")
+    suites: dict[str, list[Shape]] = _f({}, "named extra shape lists, picked with --suite NAME (e.g. small)")
+    variants: list[str] = _f([], "variant file stems to include; empty means every .py file but reference.py")
+    description: str = _f("", "one line for the report")
+
+    def shape_list(self, suite: str | None) -> list[Shape]:
+        return self.shapes if suite is None else self.suites.get(suite, [])
+
+
+@dataclass(frozen=True)
+class Config:
+    kernels_dir: str = _f("kernels", "where ops live: kernels/<op>/reference.py + variants + op.yaml")
+    profiles_dir: str = _f("profiles", "results JSON and .ncu-rep files, per GPU and op")
+    reports_dir: str = _f("reports", "generated HTML")
+    verify: VerifyConfig = _f(VerifyConfig(), "correctness checking")
+    timing: TimingConfig = _f(TimingConfig(), "CUDA-event timing outside ncu")
+    ncu: NcuConfig = _f(NcuConfig(), "Nsight Compute settings")
+    worker: WorkerConfig = _f(WorkerConfig(), "GPU child process limits")
+    op: OpConfig = _f(OpConfig(), "per-op settings; set in kernels/<op>/op.yaml (top level there)")
+
+
+# ---------------------------------------------------------------- validation
+
+def _where(path: Path, node: yaml.Node | None) -> str:
+    return f"{path}:{node.start_mark.line + 1}" if node is not None else str(path)
+
+
+def _suggest(key: str, known: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def _convert(node: yaml.Node, tp: Any, path: Path, key: str) -> Any:
+    """Build a value of type `tp` from a YAML node, or raise ConfigError naming file:line and key."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, node, path, key)
+    if origin is list:
+        if not isinstance(node, yaml.SequenceNode):
+            raise ConfigError(f"{_where(path, node)}: '{key}' must be a list")
+        (item_tp,) = typing.get_args(tp)
+        return [_convert(n, item_tp, path, f"{key}[{i}]") for i, n in enumerate(node.value)]
+    if origin is dict:
+        if not isinstance(node, yaml.MappingNode):
+            raise ConfigError(f"{_where(path, node)}: '{key}' must be a mapping")
+        _, val_tp = typing.get_args(tp)
+        return {k.value: _convert(v, val_tp, path, f"{key}.{k.value}") for k, v in node.value}
+    if not isinstance(node, yaml.ScalarNode):
+        raise ConfigError(f"{_where(path, node)}: '{key}' must be a single {tp.__name__}")
+    value = yaml.safe_load(yaml.serialize(node))
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if tp is str and value is None:
+        value = ""
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise ConfigError(
+            f"{_where(path, node)}: '{key}' must be {tp.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _build(cls: type, node: yaml.Node, path: Path, prefix: str, base: Any = None) -> Any:
+    """A dataclass instance from a mapping node, starting from `base` (or defaults)."""
+    if not isinstance(node, yaml.MappingNode):
+        raise ConfigError(f"{_where(path, node)}: '{prefix or 'top level'}' must be a mapping")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for knode, vnode in node.value:
+        key = knode.value
+        full = f"{prefix}.{key}" if prefix else key
+        if cls is Shape and key not in fields:
+            # shape entries list size overrides directly: {batch_size: 1, dtype: float16}
+            values.setdefault("params", {})[key] = _convert(vnode, int, path, full)
+            continue
+        if key not in fields:
+            raise ConfigError(f"{_where(path, knode)}: unknown key '{full}'.{_suggest(key, fields)}")
+        sub_base = getattr(base, key) if base is not None else None
+        if dataclasses.is_dataclass(hints[key]):
+            values[key] = _build(hints[key], vnode, path, full, sub_base)
+        else:
+            values[key] = _convert(vnode, hints[key], path, full)
+    if cls is Shape and values.get("dtype", "float32") not in DTYPES:
+        raise ConfigError(f"{_where(path, node)}: '{prefix}.dtype' must be one of {', '.join(DTYPES)}")
+    start = base if base is not None else cls()
+    return dataclasses.replace(start, **values)
+
+
+def _compose(path: Path) -> yaml.Node | None:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: malformed YAML: {getattr(exc, 'problem', exc)}") from exc
+
+
+def load_root(path: Path | None) -> Config:
+    """Defaults overlaid with pipeline.yaml (if it exists)."""
+    if path is None or not path.exists():
+        return Config()
+    node = _compose(path)
+    if node is None:
+        return Config()
+    cfg = _build(Config, node, path, "")
+    if cfg.op != OpConfig():
+        raise ConfigError(f"{path}: 'op' settings belong in kernels/<op>/op.yaml")
+    return cfg
+
+
+def load_op(root: Config, path: Path) -> Config:
+    """The root config overlaid with an op.yaml: its top-level keys are OpConfig's plus any root section."""
+    if not path.exists():
+        return root
+    node = _compose(path)
+    if node is None:
+        return root
+    if not isinstance(node, yaml.MappingNode):
+        raise ConfigError(f"{_where(path, node)}: top level must be a mapping")
+    op_fields = {f.name for f in dataclasses.fields(OpConfig)}
+    root_fields = {f.name for f in dataclasses.fields(Config)} - {"op", "kernels_dir", "profiles_dir", "reports_dir"}
+    op_node = yaml.MappingNode("tag:yaml.org,2002:map", [], start_mark=node.start_mark)
+    rest = yaml.MappingNode("tag:yaml.org,2002:map", [], start_mark=node.start_mark)
+    for k, v in node.value:
+        if k.value in op_fields:
+            op_node.value.append((k, v))
+        elif k.value in root_fields:
+            rest.value.append((k, v))
+        else:
+            raise ConfigError(
+                f"{_where(path, k)}: unknown key '{k.value}'.{_suggest(k.value, op_fields | root_fields)}")
+    cfg = _build(Config, rest, path, "", base=root)
+    return dataclasses.replace(cfg, op=_build(OpConfig, op_node, path, "", base=root.op))
+
+
+def documented_keys(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(key, type, default, doc) rows for the README's config table."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(hints[f.name]):
+            rows += documented_keys(hints[f.name], key + ".")
+            continue
+        tp = getattr(hints[f.name], "__name__", str(hints[f.name])).replace("typing.", "")
+        default = getattr(defaults, f.name)
+        shown = f"{len(default)} metrics (see config.py)" if f.name == "metrics" else repr(default)
+        rows.append((key, str(tp), shown, f.metadata.get("doc", "")))
+    return rows

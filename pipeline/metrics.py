@@ -1,0 +1,80 @@
+"""Read an .ncu-rep with NVIDIA's `ncu_report` module and attribute each profiled kernel to its variant.
+
+Kernels are attributed by the NVTX start/end range `v<index>` they ran in; the worker opens one per
+variant. Values keep ncu's units. No CSV is parsed anywhere.
+"""
+from __future__ import annotations
+
+import importlib
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ToolError
+
+RANGE = re.compile(r"^v(\d+)$")
+# ncu-internal metrics worth keeping when present (how many passes the collection took)
+EXTRA = ("profiler__replayer_passes",)
+
+
+def import_ncu_report(install_dir: Path | None = None) -> Any:
+    """The installed `ncu_report` package, else the copy in the ncu install's extras/python."""
+    try:
+        return importlib.import_module("ncu_report")
+    except ImportError:
+        pass
+    places = [install_dir / "extras" / "python"] if install_dir else []
+    places += sorted(Path("/opt/nvidia/nsight-compute").glob("*/extras/python"), reverse=True)
+    for place in places:
+        if (place / "ncu_report.py").exists():
+            sys.path.insert(0, str(place))
+            return importlib.import_module("ncu_report")
+    raise ToolError("cannot import ncu_report: `pip install ncu-report`, or install Nsight Compute "
+                    f"(looked in: {', '.join(map(str, places)) or 'no ncu install found'})")
+
+
+def _value(metric: Any) -> Any:
+    value = metric.value()
+    if isinstance(value, float) and value.is_integer() and "pct" not in metric.name():
+        return int(value)
+    return value
+
+
+def _ranges(action: Any) -> list[str]:
+    state = action.nvtx_state()
+    names: list[str] = []
+    if state is None:
+        return names
+    for domain_id in state.domains():
+        domain = state.domain_by_id(domain_id)
+        names += list(domain.start_end_ranges()) + list(domain.push_pop_ranges())
+    return names
+
+
+def read_report(path: Path, metric_names: list[str], install_dir: Path | None = None) -> dict[str, Any]:
+    """{"by_index": {variant index: [kernel, ...]}, "unattributed": [kernel, ...]}.
+
+    A kernel is {"name", "metrics": {metric: {"value", "unit"}}, "missing": [metrics ncu did not give]}."""
+    ncu_report = import_ncu_report(install_dir)
+    try:
+        report = ncu_report.load_report(str(path))
+    except Exception as exc:  # noqa: BLE001 - ncu_report raises its own types
+        raise ToolError(f"{path}: ncu_report could not read it: {exc}") from exc
+    by_index: dict[int, list[dict[str, Any]]] = {}
+    unattributed: list[dict[str, Any]] = []
+    for r in range(report.num_ranges()):
+        rng = report.range_by_idx(r)
+        for a in range(rng.num_actions()):
+            action = rng.action_by_idx(a)
+            kernel: dict[str, Any] = {"name": action.name(), "metrics": {}, "missing": []}
+            for name in [*metric_names, *EXTRA]:
+                metric = action.metric_by_name(name)
+                if metric is None or metric.value() is None:
+                    if name not in EXTRA:
+                        kernel["missing"].append(name)
+                    continue
+                kernel["metrics"][name] = {"value": _value(metric), "unit": metric.unit()}
+            index = next((int(m.group(1)) for m in map(RANGE.match, _ranges(action)) if m), None)
+            (by_index.setdefault(index, []) if index is not None else unattributed).append(kernel)
+    return {"by_index": by_index, "unattributed": unattributed}

@@ -1,0 +1,151 @@
+"""Find ops and their variants in kernels/ without importing them.
+
+An op is a directory `kernels/<op>/` holding `reference.py` (a KernelBench problem file: `class Model`,
+module-level sizes, `get_inputs()`, `get_init_inputs()`), an optional `op.yaml`, and variant files:
+every other `*.py` not starting with `_`, each with `class ModelNew`, optional `LAYOUT` (str) and
+`CONFIGS` (list of keyword dicts, literals). A variant with N configs expands to N sub-variants.
+Reading sources with `ast` keeps user code out of the parent process: only the GPU worker imports it.
+"""
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Config, load_op
+from pipeline.errors import ConfigError, SelectionError
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str                 # unique within the op: file stem, plus (k=v,...) for a config
+    file: str                 # path of the variant's source
+    stem: str
+    layout: str
+    config: dict[str, Any]
+    baseline: bool
+    problem: str = ""         # set when the file cannot be used at all (syntax error, no ModelNew)
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    dir: Path
+    reference: Path
+    config: Config
+    variants: list[Variant] = field(default_factory=list)
+    size_names: tuple[str, ...] = ()   # module-level int names in reference.py that shapes may override
+
+
+def _eval(node: ast.expr) -> Any:
+    """A literal, also accepting `dict(key=literal, ...)`, the usual way CONFIGS entries are written."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args:
+        return {kw.arg: _eval(kw.value) for kw in node.keywords if kw.arg is not None}
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return [_eval(e) for e in node.elts]
+    return ast.literal_eval(node)
+
+
+def _literal(tree: ast.Module, name: str) -> tuple[bool, Any]:
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            return True, _eval(node.value)
+    return False, None
+
+
+def _module_ints(tree: ast.Module) -> tuple[str, ...]:
+    names = []
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) \
+                and isinstance(node.value.value, (int, float)) and not isinstance(node.value.value, bool):
+            names += [t.id for t in node.targets if isinstance(t, ast.Name)]
+    return tuple(names)
+
+
+def _defines(tree: ast.Module, kind: type, name: str) -> bool:
+    return any(isinstance(n, kind) and n.name == name for n in tree.body)
+
+
+def config_label(stem: str, config: dict[str, Any]) -> str:
+    if not config:
+        return stem
+    return f"{stem}(" + ",".join(f"{k}={v}" for k, v in config.items()) + ")"
+
+
+def read_variants(path: Path, baseline: str) -> list[Variant]:
+    stem = path.stem
+    is_base = stem == baseline
+    try:
+        tree = ast.parse(path.read_text(), filename=str(path))
+    except SyntaxError as exc:
+        problem = f"SyntaxError: {exc.msg} ({path.name}, line {exc.lineno})"
+        return [Variant(stem, str(path), stem, "", {}, is_base, problem)]
+    if not _defines(tree, ast.ClassDef, "ModelNew"):
+        return [Variant(stem, str(path), stem, "", {}, is_base, f"{path.name} defines no class ModelNew")]
+    try:
+        _, layout = _literal(tree, "LAYOUT")
+        has_configs, configs = _literal(tree, "CONFIGS")
+    except ValueError:
+        return [Variant(stem, str(path), stem, "", {}, is_base,
+                        f"{path.name}: LAYOUT and CONFIGS must be literals (str; list of dicts)")]
+    if not has_configs:
+        configs = [{}]
+    if not (isinstance(configs, list) and configs and all(isinstance(c, dict) for c in configs)):
+        return [Variant(stem, str(path), stem, str(layout or ""), {}, is_base,
+                        f"{path.name}: CONFIGS must be a non-empty list of dicts")]
+    return [Variant(config_label(stem, c), str(path), stem, str(layout or ""), dict(c), is_base) for c in configs]
+
+
+def load_op_dir(op_dir: Path, root: Config) -> Op:
+    reference = op_dir / "reference.py"
+    if not reference.exists():
+        raise ConfigError(f"{op_dir}: no reference.py (a KernelBench problem file with class Model, "
+                          "get_inputs() and get_init_inputs())")
+    try:
+        ref_tree = ast.parse(reference.read_text(), filename=str(reference))
+    except SyntaxError as exc:
+        raise ConfigError(f"{reference}:{exc.lineno}: SyntaxError: {exc.msg}") from exc
+    missing = [n for n, k in (("Model", ast.ClassDef), ("get_inputs", ast.FunctionDef),
+                              ("get_init_inputs", ast.FunctionDef)) if not _defines(ref_tree, k, n)]
+    if missing:
+        raise ConfigError(f"{reference}: missing {', '.join(missing)} (KernelBench problem format)")
+    config = load_op(root, op_dir / "op.yaml")
+    sizes = _module_ints(ref_tree)
+    listed = [(f"shapes[{i}]", s) for i, s in enumerate(config.op.shapes)]
+    listed += [(f"suites.{n}[{i}]", s) for n, ss in config.op.suites.items() for i, s in enumerate(ss)]
+    for where, shape in listed:
+        unknown = [k for k in shape.params if k not in sizes]
+        if unknown:
+            raise ConfigError(f"{op_dir / 'op.yaml'}: {where}: {', '.join(unknown)} not a module-level size in "
+                              f"reference.py (it has: {', '.join(sizes) or 'none'})")
+    files = sorted(p for p in op_dir.glob("*.py") if p.name != "reference.py" and not p.name.startswith("_"))
+    if config.op.variants:
+        stems = {p.stem for p in files}
+        unknown = [s for s in config.op.variants if s not in stems]
+        if unknown:
+            raise ConfigError(f"{op_dir / 'op.yaml'}: variants: {', '.join(unknown)} not found "
+                              f"(have: {', '.join(sorted(stems))})")
+        files = [p for p in files if p.stem in config.op.variants]
+    if not files:
+        raise ConfigError(f"{op_dir}: no variant files (kernels/<op>/*.py with class ModelNew besides reference.py)")
+    if config.op.baseline and config.op.baseline not in {p.stem for p in files}:
+        raise ConfigError(f"{op_dir / 'op.yaml'}: baseline '{config.op.baseline}' is not a variant file "
+                          f"(have: {', '.join(p.stem for p in files)})")
+    variants = [v for p in files for v in read_variants(p, config.op.baseline)]
+    return Op(op_dir.name, op_dir, reference, config, variants, sizes)
+
+
+def discover(root: Config, base: Path, only: list[str] | None = None) -> list[Op]:
+    kdir = base / root.kernels_dir
+    found = sorted(p for p in kdir.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))) \
+        if kdir.is_dir() else []
+    names = [p.name for p in found]
+    if only:
+        unknown = [o for o in only if o not in names]
+        if unknown:
+            raise SelectionError(f"unknown op {', '.join(unknown)}; ops in {kdir}: {', '.join(names) or 'none'}")
+        found = [p for p in found if p.name in only]
+    if not found:
+        raise SelectionError(f"no ops found in {kdir} (expected {kdir}/<op>/reference.py)")
+    return [load_op_dir(p, root) for p in found]

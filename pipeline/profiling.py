@@ -1,0 +1,304 @@
+"""The `profile` command: for each op × shape, measure in a GPU worker, then profile under ncu.
+
+Data flows one way: ops → worker (verify, time) → ncu → metrics → results file. Each shape's record
+is written atomically as soon as it is complete, so an interrupted run keeps finished shapes.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from rich.markup import escape
+
+from pipeline import metrics, ncu, results
+from pipeline.config import Config, Shape
+from pipeline.errors import NoGpuError
+from pipeline.ops import Op, Variant
+
+REPO = Path(__file__).resolve().parent.parent
+Say = Callable[[str], None]
+
+
+def gpu_present() -> tuple[bool, str]:
+    """(present, why) without importing torch: nvidia-smi must list at least one GPU."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return False, "nvidia-smi not found"
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"nvidia-smi failed: {exc}"
+    if out.returncode != 0 or "GPU" not in out.stdout:
+        return False, f"nvidia-smi lists no GPU ({(out.stderr or out.stdout).strip()[:200]})"
+    return True, out.stdout.strip().splitlines()[0]
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _job(op: Op, shape: Shape, cfg: Config, variants: list[tuple[int, Variant]], mode: str,
+         device: str) -> dict[str, Any]:
+    tol = cfg.verify.tolerance_for(shape.dtype)
+    return {"mode": mode, "op": op.name, "reference": str(op.reference), "params": shape.params,
+            "dtype": shape.dtype, "seeds": cfg.verify.seeds, "tolerance": {"rtol": tol.rtol, "atol": tol.atol},
+            "timing": vars(cfg.timing).copy(), "device": device,
+            "variants": [{"index": i, "name": v.name, "file": v.file, "config": v.config} for i, v in variants]}
+
+
+def _tail(path: Path, n: int = 6) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return " | ".join(lines[-n:])
+
+
+def _read_events(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
+    try:
+        with open(path) as fh:
+            fh.seek(offset)
+            chunk = fh.read()
+    except FileNotFoundError:
+        return [], offset
+    complete = chunk[:chunk.rfind("\n") + 1]
+    return [json.loads(ln) for ln in complete.splitlines() if ln.strip()], offset + len(complete)
+
+
+class WorkerRun:
+    """One worker process followed through its events file, killed if a phase outlives its limit."""
+
+    def __init__(self, job: dict[str, Any], workdir: Path, tag: str, log: Path, limits: dict[str, float]):
+        self.events_path = workdir / f"events-{tag}.jsonl"
+        job = {**job, "events": str(self.events_path)}
+        job_file = workdir / f"job-{tag}.json"
+        job_file.write_text(json.dumps(job))
+        self.log, self.limits = log, limits
+        with open(log, "a") as fh:
+            fh.write(f"--- worker {tag}: {job['mode']} {len(job['variants'])} variants\n")
+            fh.flush()
+            self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.worker", str(job_file)], stdout=fh,
+                                         stderr=subprocess.STDOUT, env=child_env(), cwd=REPO,
+                                         start_new_session=True)
+        self.current: str | None = None
+        self.phase: str | None = None
+        self.ended = False
+        self.killed = ""
+
+    def events(self):
+        """Yield events as they arrive until the process exits or is killed."""
+        offset, since = 0, time.time()
+        while True:
+            exited = self.proc.poll() is not None
+            evs, offset = _read_events(self.events_path, offset)
+            for e in evs:
+                if e["event"] == "begin":
+                    self.current, self.phase, since = e["variant"], e["phase"], time.time()
+                elif e["event"] == "end":
+                    self.ended = True
+                yield e
+            if exited:
+                return
+            limit = self.limits.get(self.phase or "", self.limits["default"])
+            if time.time() - since > limit:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+                self.killed = f"killed after {limit:.0f} s in phase {self.phase}"
+                return
+            time.sleep(0.1)
+
+    def why(self) -> str:
+        return self.killed or f"worker exited with code {self.proc.returncode}: {_tail(self.log)}"
+
+
+def measure_shape(op: Op, shape: Shape, cfg: Config, workdir: Path, log: Path, device: str,
+                  say: Say) -> dict[str, Any]:
+    """Verify every variant (a crash or hang costs that variant only: the worker restarts on the rest),
+    then time the verified ones with the reference and a device copy in one more worker."""
+    indexed = list(enumerate(op.variants))
+    done: dict[str, dict[str, Any]] = {}
+    record: dict[str, Any] = {"env": None, "timing": None, "min_bytes": None, "errors": []}
+
+    def note(r: dict[str, Any]) -> None:
+        done[r["name"]] = r
+        mark = {"ok": "[green]✓[/]", "unsupported": "[yellow]–[/]"}.get(r["status"], "[red]✗[/]")
+        say(f"  {mark} {escape(r['name'])}: {r['status']}" + (f": {escape(r['error'])}" if r.get("error") else ""))
+
+    for _, v in indexed:
+        if v.problem:
+            note({"name": v.name, "status": "import-error", "error": v.problem})
+    limits = {"default": cfg.worker.variant_timeout_s, "timing": cfg.worker.timing_timeout_s}
+    attempt = 0
+    while todo := [(i, v) for i, v in indexed if v.name not in done]:
+        attempt += 1
+        run = WorkerRun(_job(op, shape, cfg, todo, "verify", device), workdir, f"verify-{attempt}", log, limits)
+        for e in run.events():
+            if e["event"] == "env":
+                record["env"] = e["facts"]
+            elif e["event"] == "variant":
+                note(e["result"])
+        if run.ended:
+            break
+        if run.current is not None and run.current not in done:
+            note({"name": run.current, "status": "timeout" if run.killed else "crashed", "error": run.why()})
+            continue    # restart on the variants still to do
+        record["errors"].append(f"worker failed before any variant: {run.why()}")
+        say(f"  [red]✗[/] {escape(record['errors'][-1])}")
+        for _, v in todo:
+            done.setdefault(v.name, {"name": v.name, "status": "worker-error", "error": run.why()})
+        break
+    ok = [(i, v) for i, v in indexed if done.get(v.name, {}).get("status") == "ok"]
+    if record["env"] is not None or ok:
+        run = WorkerRun(_job(op, shape, cfg, ok, "time", device), workdir, "time", log, limits)
+        for e in run.events():
+            if e["event"] == "timing":
+                record["timing"], record["min_bytes"] = e["stats"], e["min_bytes"]
+        if not run.ended:
+            record["errors"].append(f"timing phase failed: {run.why()}")
+            say(f"  [red]✗[/] {escape(record['errors'][-1])}")
+    record["variants"] = done
+    return record
+
+
+def profile_shape(op: Op, shape: Shape, cfg: Config, ok: list[tuple[int, Variant]], launched: dict[str, list[str]],
+                  ncu_path: str, rep: Path, log: Path, workdir: Path, device: str) -> dict[str, Any]:
+    """One ncu process over every verified variant; returns the shape's ncu record with per-index kernels."""
+    events = workdir / "events-ncu.jsonl"
+    job_file = workdir / "job-ncu.json"
+    job_file.write_text(json.dumps({**_job(op, shape, cfg, ok, "ncu", device), "events": str(events)}))
+    names = [n for _, v in ok for n in launched.get(v.name, [])]
+    guard = names if all(launched.get(v.name) for _, v in ok) else []
+    tmp_rep = rep.with_name(f".{rep.name}")   # ncu writes here; renamed into place when complete
+    cmd = ncu.command(ncu_path, cfg.ncu, tmp_rep, guard, [sys.executable, "-m", "pipeline.worker", str(job_file)])
+    t0 = time.time()
+    rc, found = ncu.run(cmd, log, cfg.ncu.timeout_s, child_env())
+    record: dict[str, Any] = {
+        "command": cmd, "report": rep.name, "log": log.name, "exit_code": rc, "wall_s": round(time.time() - t0, 2),
+        "errors": found.errors, "warnings": found.warnings, "kernel_guard": bool(guard), "by_index": {}}
+    if rc is None:
+        record.update(status="timeout", message=f"ncu killed after {cfg.ncu.timeout_s:.0f} s")
+    elif found.permission:
+        record.update(status="permission-denied", message=ncu.PERMISSION_FIX)
+    elif found.no_kernels:
+        record.update(status="no-kernels", message="ncu: No kernels were profiled (see log)")
+    elif not tmp_rep.exists():
+        record.update(status="failed", message=(found.errors or [f"ncu exited {rc}, no report"])[0])
+    else:
+        os.replace(tmp_rep, rep)
+        read = metrics.read_report(rep, cfg.ncu.metrics, ncu.install_dir(ncu_path))
+        record.update(status="ok", by_index=read["by_index"], unattributed=read["unattributed"])
+        passes = [k["metrics"].get("profiler__replayer_passes", {}).get("value")
+                  for ks in read["by_index"].values() for k in ks]
+        record["passes"] = max([p for p in passes if p is not None], default=None)
+    record["worker_events"] = [e for e in _read_events(events, 0)[0] if e["event"] == "variant"]
+    return record
+
+
+def _variant_record(i: int, v: Variant, measured: dict[str, Any], timing: dict[str, Any] | None,
+                    prof: dict[str, Any] | None) -> dict[str, Any]:
+    rec = {"name": v.name, "file": os.path.relpath(v.file, REPO), "stem": v.stem, "layout": v.layout,
+           "config": v.config, "baseline": v.baseline, "index": i}
+    rec.update({k: val for k, val in measured.items() if k != "name"})
+    rec["timing"] = (timing or {}).get(v.name)
+    if rec["status"] == "ok" and rec["timing"] is None:
+        rec.update(status="worker-error", error="not timed: the timing phase failed")
+    if prof is None or rec["status"] != "ok":
+        rec["ncu"] = {"status": "skipped" if prof is None else "not-profiled", "kernels": []}
+        return rec
+    kernels = prof["by_index"].get(i, prof["by_index"].get(str(i), []))
+    expected = len(measured["launched"]) if "launched" in measured else None
+    failed = next((e["result"] for e in prof.get("worker_events", []) if e["result"]["name"] == v.name), None)
+    if prof["status"] != "ok":
+        status, error = prof["status"], prof.get("message", "")
+    elif failed:
+        status, error = "failed", failed.get("error", "")
+    elif not kernels:
+        status, error = "no-kernels", f"no kernel profiled in NVTX range v{i}"
+    elif expected is not None and len(kernels) != expected:
+        status, error = "count-mismatch", f"{len(kernels)} kernels profiled, {expected} launched outside ncu"
+    else:
+        status, error = "ok", ""
+    rec["ncu"] = {"status": status, "error": error, "expected_kernels": expected, "kernels": kernels}
+    return rec
+
+
+def run(ops: list[Op], cfg: Config, shape_filter: list[str] | None, require_gpu: bool, say: Say,
+        device: str = "cuda", suite: str | None = None) -> list[Path] | None:
+    """Profile every op × shape; returns the results files written, or None when there is no GPU."""
+    if device == "cuda":
+        present, why = gpu_present()
+        if not present:
+            if require_gpu:
+                raise NoGpuError(f"no NVIDIA GPU: {why} (--require-gpu)")
+            say(f"[bold yellow]No NVIDIA GPU found[/] ({why}).")
+            return None
+        ncu_path = ncu.locate(cfg.ncu)
+        ncu_version = ncu.version(ncu_path)
+    else:
+        ncu_path, ncu_version = "", None
+    profiles = REPO / cfg.profiles_dir if not Path(cfg.profiles_dir).is_absolute() else Path(cfg.profiles_dir)
+    written = []
+    for op in ops:
+        listed = op.config.op.shape_list(suite) or ([] if suite else [Shape()])
+        shapes = [s for s in listed if not shape_filter or s.id in shape_filter]
+        doc, path = None, None
+        for shape in shapes:
+            say(f"[bold]{op.name}[/] {shape.id}: verifying and timing {len(op.variants)} variants")
+            with tempfile.TemporaryDirectory(prefix="pipeline-") as tmp:
+                workdir = Path(tmp)
+                wlog = workdir / "worker.log"
+                t0 = time.time()
+                measured = measure_shape(op, shape, cfg, workdir, wlog, device, say)
+                env = measured["env"] or {"gpu_name": "unknown"}
+                if doc is None:
+                    path = results.path_for(profiles, env["gpu_name"], op.name)
+                    doc = results.load(path) if path.exists() else results.new(op.name, {})
+                    doc["environment"] = {**env, "ncu_path": ncu_path, "ncu_version": ncu_version,
+                                          "ncu_settings": {"replay_mode": cfg.ncu.replay_mode,
+                                                           "clock_control": cfg.ncu.clock_control,
+                                                           "cache_control": cfg.ncu.cache_control,
+                                                           "metrics": cfg.ncu.metrics}}
+                    doc["created"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+                out_dir = path.parent
+                out_dir.mkdir(parents=True, exist_ok=True)
+                sid = results.slug(shape.id)
+                shutil.copyfile(wlog, out_dir / f"{sid}.worker.log")
+                t_measure = time.time() - t0
+                vs = measured["variants"]
+                ok = [(i, v) for i, v in enumerate(op.variants) if vs.get(v.name, {}).get("status") == "ok"]
+                prof = None
+                if device == "cuda" and ok:
+                    say(f"[bold]{op.name}[/] {shape.id}: ncu over {len(ok)} verified variants")
+                    prof = profile_shape(op, shape, cfg, ok, {n: r.get("launched", []) for n, r in vs.items()},
+                                         ncu_path, out_dir / f"{sid}.ncu-rep", out_dir / f"{sid}.ncu.log",
+                                         workdir, device)
+                    if prof["status"] != "ok":
+                        say(f"  [red]ncu {prof['status']}[/]: {escape(prof.get('message', ''))}")
+                timing = measured["timing"] or {}
+                shape_rec = {
+                    "id": shape.id, "params": shape.params, "dtype": shape.dtype, "min_bytes": measured["min_bytes"],
+                    "reference": {"timing": timing.get("__reference__")}, "copy": {"timing": timing.get("__copy__")},
+                    "errors": measured["errors"], "worker_log": f"{sid}.worker.log",
+                    "ncu": {k: v for k, v in (prof or {"status": "skipped"}).items()
+                            if k not in ("by_index", "worker_events")},
+                    "wall_s": {"measure": round(t_measure, 2), "ncu": (prof or {}).get("wall_s")},
+                    "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    "variants": [_variant_record(i, v, vs[v.name], timing, prof) for i, v in enumerate(op.variants)],
+                }
+                results.merge_shape(doc, shape_rec)
+                results.save(path, doc)
+        if path is not None:
+            written.append(path)
+    return written

@@ -1,0 +1,57 @@
+"""Rank correct variants by event-timed median and name the recommended grid layout.
+
+Two variants tie when their interquartile ranges overlap: the ranking between them is noise.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline import analysis
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    variant: dict[str, Any]
+    median_ms: float
+    ties: list[str] = field(default_factory=list)             # names tied with the winner
+    speedup_vs_baseline: float | None = None
+    baseline: str | None = None
+    speedup_vs_reference: float | None = None
+    fraction_of_copy: float | None = None
+    grid: tuple[int, int, int] | None = None
+    block: tuple[int, int, int] | None = None
+
+
+def overlaps(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a["p25_ms"] <= b["p75_ms"] and b["p25_ms"] <= a["p75_ms"]
+
+
+def ranked(shape: dict[str, Any]) -> list[dict[str, Any]]:
+    """Correct, timed variants, fastest first."""
+    ok = [v for v in shape["variants"] if v["status"] == "ok" and v.get("timing")]
+    return sorted(ok, key=lambda v: v["timing"]["median_ms"])
+
+
+def launch_dims(variant: dict[str, Any], what: str) -> tuple[int, int, int] | None:
+    k = analysis.dominant_kernel(variant)
+    dims = [analysis.m(k, f"launch__{what}_dim_{a}") for a in "xyz"]
+    return None if any(d is None for d in dims) else tuple(int(d) for d in dims)
+
+
+def recommend(shape: dict[str, Any]) -> Recommendation | None:
+    order = ranked(shape)
+    if not order:
+        return None
+    best = order[0]
+    bt = best["timing"]
+    ties = [v["name"] for v in order[1:] if overlaps(bt, v["timing"])]
+    base = [v for v in order if v.get("baseline")]
+    ref = (shape.get("reference") or {}).get("timing")
+    return Recommendation(
+        variant=best, median_ms=bt["median_ms"], ties=ties,
+        speedup_vs_baseline=base[0]["timing"]["median_ms"] / bt["median_ms"] if base else None,
+        baseline=base[0]["name"] if base else None,
+        speedup_vs_reference=ref["median_ms"] / bt["median_ms"] if ref else None,
+        fraction_of_copy=analysis.fraction_of_copy(best, shape),
+        grid=launch_dims(best, "grid"), block=launch_dims(best, "block"))

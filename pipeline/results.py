@@ -1,0 +1,95 @@
+"""The results schema between measuring and everything after it; atomic writes; loading with checks.
+
+One file per (GPU, op): `profiles/<gpu-slug>/<op>/results.json`, raw `.ncu-rep` and logs beside it.
+The schema is documented in docs/results.md; bump SCHEMA_VERSION on any incompatible change.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ResultsError
+
+SCHEMA = "pipeline-results"
+SCHEMA_VERSION = 1
+
+# statuses of a variant × shape; only "ok" takes part in the recommendation
+STATUSES = ("ok", "incorrect", "unsupported", "import-error", "compile-error", "launch-error",
+            "crashed", "timeout", "worker-error")
+
+
+def slug(text: str) -> str:
+    """A safe file/folder name: lowercase letters, digits, '.', '_' and '-' only."""
+    return re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-.") or "unnamed"
+
+
+def path_for(profiles_dir: Path, gpu_name: str, op: str) -> Path:
+    return profiles_dir / slug(gpu_name) / slug(op) / "results.json"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file in the same folder, then rename: readers see old or new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save(path: Path, doc: dict[str, Any]) -> None:
+    write_atomic(path, json.dumps(doc, indent=1, sort_keys=False, default=str) + "\n")
+
+
+def new(op: str, environment: dict[str, Any]) -> dict[str, Any]:
+    return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "op": op, "environment": environment,
+            "shapes": []}
+
+
+def load(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ResultsError(f"{path}: no such results file") from exc
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ResultsError(f"{path}: not readable JSON ({exc})") from exc
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        raise ResultsError(f"{path}: not a results file (schema != {SCHEMA!r})")
+    if doc.get("schema_version") != SCHEMA_VERSION:
+        raise ResultsError(f"{path}: schema_version {doc.get('schema_version')} is not {SCHEMA_VERSION}; "
+                           "re-run `make profile` to regenerate it")
+    for key in ("op", "environment", "shapes"):
+        if key not in doc:
+            raise ResultsError(f"{path}: missing key '{key}'")
+    for i, shape in enumerate(doc["shapes"]):
+        for key in ("id", "variants"):
+            if key not in shape:
+                raise ResultsError(f"{path}: shapes[{i}] missing key '{key}'")
+    return doc
+
+
+def merge_shape(doc: dict[str, Any], shape: dict[str, Any]) -> None:
+    """Replace the record of the same shape id, or append: reruns of a subset keep the other shapes."""
+    doc["shapes"] = [s for s in doc["shapes"] if s["id"] != shape["id"]] + [shape]
+
+
+def find_all(profiles_dir: Path) -> list[Path]:
+    return sorted(profiles_dir.glob("*/*/results.json"))
+
+
+def metric(kernel_or_variant: dict[str, Any], name: str) -> Any:
+    """A metric value of a variant (its first profiled kernel) or of a kernel record; None if absent."""
+    kernels = kernel_or_variant.get("ncu", {}).get("kernels") if "ncu" in kernel_or_variant else [kernel_or_variant]
+    if not kernels:
+        return None
+    entry = kernels[0].get("metrics", {}).get(name)
+    return entry["value"] if entry else None

@@ -1,0 +1,71 @@
+"""Event timing outside ncu: warm-up, L2 flushed before every repeat, rounds interleaved across
+candidates, median and quartiles. Ranking uses these numbers, never ncu's duration (ncu locks
+clocks to base, flushes and replays)."""
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from typing import Any, Callable
+
+import torch
+
+from pipeline.config import TimingConfig
+
+
+def _stats(samples: list[float]) -> dict[str, Any]:
+    q = statistics.quantiles(samples, n=4, method="inclusive") if len(samples) > 1 else samples * 3
+    return {"median_ms": statistics.median(samples), "p25_ms": q[0], "p75_ms": q[2],
+            "min_ms": min(samples), "max_ms": max(samples), "reps": len(samples)}
+
+
+def time_once(fn: Callable[[], Any], device: str) -> float:
+    """One call, in ms, for sizing the repeat count."""
+    if device == "cpu":
+        t0 = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t0) * 1e3
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    s.record()
+    fn()
+    e.record()
+    torch.cuda.synchronize()
+    return s.elapsed_time(e)
+
+
+def measure(candidates: dict[str, Callable[[], Any]], estimates_ms: dict[str, float],
+            cfg: TimingConfig, l2_bytes: int, device: str) -> dict[str, dict[str, Any]]:
+    """Time every candidate; returns {name: stats}. On the CPU (interpreter) host timers stand in."""
+    cuda = device != "cpu"
+    flush = torch.empty(max(2 * l2_bytes, 1), dtype=torch.uint8, device=device) if cfg.flush_l2 else None
+    reps = {n: int(min(cfg.max_reps, max(cfg.min_reps, cfg.budget_ms / max(estimates_ms.get(n, 1.0), 1e-3))))
+            for n in candidates}
+    samples: dict[str, list[float]] = {n: [] for n in candidates}
+    for fn in candidates.values():
+        for _ in range(cfg.warmup):
+            fn()
+    if cuda:
+        torch.cuda.synchronize()
+    for _ in range(cfg.rounds):
+        for name, fn in candidates.items():
+            n = math.ceil(reps[name] / cfg.rounds)
+            if cuda:
+                pairs = []
+                for _ in range(n):
+                    if flush is not None:
+                        flush.zero_()
+                    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    s.record()
+                    fn()
+                    e.record()
+                    pairs.append((s, e))
+                torch.cuda.synchronize()
+                samples[name] += [s.elapsed_time(e) for s, e in pairs]
+            else:
+                for _ in range(n):
+                    if flush is not None:
+                        flush.zero_()
+                    t0 = time.perf_counter()
+                    fn()
+                    samples[name].append((time.perf_counter() - t0) * 1e3)
+    return {n: _stats(s) for n, s in samples.items()}

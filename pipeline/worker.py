@@ -1,0 +1,258 @@
+"""The child process that touches the GPU: `python -m pipeline.worker JOB.json`.
+
+The parent (profiling.py) writes a job, starts this process and follows the JSON lines it appends
+to the job's events file. A variant that kills the process (illegal address, hang) is named by the
+last `begin` event, so the parent can mark it and restart the worker on the rest.
+
+mode "verify": build each variant and check it against the reference on every seed.
+mode "time": time the verified variants, the reference (torch eager) and a device copy, interleaved.
+mode "ncu": run each already-verified variant once inside its own NVTX start/end range, after
+compiling and warming it outside any range, for the ncu process that wraps this one.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from pipeline import timing, verify
+from pipeline.config import TimingConfig, Tolerance
+
+NCU_OUTER_RANGE = "pipeline"   # the --nvtx-include expression; per-variant ranges are v<index>
+
+
+class Events:
+    def __init__(self, path: str):
+        self.fh = open(path, "a", buffering=1)
+
+    def emit(self, event: str, **data: Any) -> None:
+        self.fh.write(json.dumps({"event": event, "t": time.time(), **data}, default=str) + "\n")
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+
+
+def load_module(path: str, name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module          # Triton resolves globals of jitted functions through the module
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_reference(job: dict[str, Any]) -> ModuleType:
+    ref = load_module(job["reference"], f"_reference_{job['op']}")
+    for key, value in job["params"].items():
+        setattr(ref, key, value)
+    return ref
+
+
+def gpu_facts(device: str) -> dict[str, Any]:
+    facts: dict[str, Any] = {"torch": torch.__version__, "python": platform.python_version(),
+                             "host": platform.node()}
+    try:
+        import triton
+        facts["triton"] = triton.__version__
+    except ImportError:
+        facts["triton"] = None
+    facts["triton_interpret"] = os.environ.get("TRITON_INTERPRET", "0") == "1"
+    if device == "cpu":
+        facts.update(gpu_name="cpu (Triton interpreter)", sm_count=0, l2_bytes=0)
+        return facts
+    props = torch.cuda.get_device_properties(0)
+    facts.update(gpu_name=props.name, sm_count=props.multi_processor_count,
+                 l2_bytes=int(getattr(props, "L2_cache_size", 0)), memory_bytes=props.total_memory,
+                 compute_capability=f"{props.major}.{props.minor}", cuda=torch.version.cuda,
+                 cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES", ""))
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version,uuid", "--format=csv,noheader", "-i", "0"],
+                             capture_output=True, text=True, timeout=30)
+        driver, uuid = [s.strip() for s in out.stdout.strip().splitlines()[0].split(",")]
+        facts.update(driver=driver, gpu_uuid=uuid)
+    except Exception:  # noqa: BLE001 - facts are best effort; missing ones stay null
+        facts.update(driver=None, gpu_uuid=None)
+    return facts
+
+
+def compiled_kernels(module: ModuleType) -> list[dict[str, Any]]:
+    """Registers, spills and shared memory of the Triton kernels this module compiled (no ncu pass)."""
+    found = []
+    for obj in vars(module).values():
+        fn = obj
+        while hasattr(fn, "fn") and not hasattr(fn, "device_caches"):   # Autotuner / Heuristics wrappers
+            fn = fn.fn
+        caches = getattr(fn, "device_caches", None)
+        if not isinstance(caches, dict):
+            continue
+        for entry in caches.values():
+            kernel_cache = entry[0] if isinstance(entry, tuple) else entry
+            for kernel in getattr(kernel_cache, "values", lambda: [])():
+                meta = getattr(kernel, "metadata", None)
+                found.append({"name": getattr(meta, "name", getattr(kernel, "name", "?")),
+                              "n_regs": getattr(kernel, "n_regs", None),
+                              "n_spills": getattr(kernel, "n_spills", None),
+                              "shared_bytes": getattr(meta, "shared", None),
+                              "num_warps": getattr(meta, "num_warps", None)})
+    return found
+
+
+def launched_kernels(call: Any) -> list[str]:
+    """Names of the GPU kernels one call launches, read with the CUDA profiler (CUPTI)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        call()
+        torch.cuda.synchronize()
+    names = []
+    for e in prof.events():
+        if e.device_type == torch.autograd.DeviceType.CUDA and not e.name.startswith(("Memcpy", "Memset")):
+            names.append(e.name)
+    return names
+
+
+def build(variant: dict[str, Any], init_inputs: list[Any], device: str, op: str) -> tuple[Any, ModuleType]:
+    module = load_module(variant["file"], f"_variant_{op}_{variant['index']}")
+    torch.manual_seed(0)   # same parameter init as the reference, KernelBench-style
+    model = module.ModelNew(*init_inputs, **variant["config"])
+    return model.to(device), module
+
+
+def verify_variants(job: dict[str, Any], ev: Events) -> None:
+    """Build each variant and check it on every seed; one `variant` event each."""
+    device = job["device"]
+    ev.emit("env", facts=gpu_facts(device))
+    ref_mod = load_reference(job)
+    init_inputs = ref_mod.get_init_inputs()
+    torch.manual_seed(0)
+    ref_model = ref_mod.Model(*init_inputs).to(device)
+    tol = Tolerance(**job["tolerance"])
+    half = job["dtype"] != "float32"
+    for v in job["variants"]:
+        ev.emit("begin", variant=v["name"], phase="verify")
+        result: dict[str, Any] = {"name": v["name"]}
+        t_build = time.perf_counter()
+        try:
+            model, module = build(v, init_inputs, device, job["op"])
+        except BaseException as exc:  # noqa: BLE001 - user code can raise anything
+            result.update(status="import-error", error=verify.classify(exc)[1])
+            ev.emit("variant", result=result)
+            continue
+        checks, status, error, first_call = [], "ok", "", None
+        try:
+            with torch.no_grad():
+                for i, seed in enumerate(job["seeds"]):
+                    inputs = verify.make_inputs(ref_mod, job["dtype"], seed, device)
+                    ref_out = ref_model(*(verify.upcast(inputs) if half else inputs))
+                    ptr = verify.poison_like(ref_out.to(verify.DTYPE[job["dtype"]]))
+                    t0 = time.perf_counter()
+                    out = model(*inputs)
+                    if device != "cpu":
+                        torch.cuda.synchronize()
+                    if i == 0:
+                        first_call = time.perf_counter() - t0
+                    check = verify.compare(out, ref_out, tol)
+                    check.update(seed=seed, poisoned=isinstance(out, torch.Tensor) and out.data_ptr() == ptr)
+                    checks.append(check)
+                    del out, ref_out
+                    if not check["ok"]:
+                        status, error = "incorrect", f"seed {seed}: {check['reason']}"
+                        break
+        except BaseException as exc:  # noqa: BLE001
+            status, error = verify.classify(exc)
+        result.update(status=status, error=error, checks=checks,
+                      build_s=round(time.perf_counter() - t_build, 3),
+                      first_call_s=None if first_call is None else round(first_call, 3))
+        if status == "crashed":
+            ev.emit("variant", result=result)
+            sys.exit(3)   # the context is gone; the parent restarts a worker on the remaining variants
+        if status == "ok":
+            result["compiled"] = compiled_kernels(module)
+            if device != "cpu":
+                try:
+                    with torch.no_grad():
+                        result["launched"] = launched_kernels(lambda: model(*inputs))
+                except Exception as exc:  # noqa: BLE001 - the count check is then skipped, and says why
+                    result["launched_error"] = str(exc)
+        ev.emit("variant", result=result)
+    ev.emit("end")
+
+
+def time_variants(job: dict[str, Any], ev: Events) -> None:
+    """Time the (verified) variants, torch eager and a device copy of the op's minimal bytes, interleaved."""
+    device = job["device"]
+    facts = gpu_facts(device)
+    ref_mod = load_reference(job)
+    init_inputs = ref_mod.get_init_inputs()
+    torch.manual_seed(0)
+    ref_model = ref_mod.Model(*init_inputs).to(device)
+    ev.emit("begin", variant=None, phase="timing")
+    with torch.no_grad():
+        inputs = verify.make_inputs(ref_mod, job["dtype"], job["seeds"][0], device)
+        out = ref_model(*inputs)
+        min_bytes = sum(t.numel() * t.element_size() for t in inputs if isinstance(t, torch.Tensor)) \
+            + out.numel() * out.element_size()
+        del out
+        # a device-to-device copy reading and writing min_bytes in total: the bandwidth ceiling
+        src = torch.empty(min_bytes // 2, dtype=torch.uint8, device=device)
+        dst = torch.empty_like(src)
+        candidates = {"__reference__": lambda: ref_model(*inputs), "__copy__": lambda: dst.copy_(src)}
+        for v in job["variants"]:
+            model, _ = build(v, init_inputs, device, job["op"])
+            candidates[v["name"]] = (lambda m: lambda: m(*inputs))(model)
+        estimates = {}
+        for name, fn in candidates.items():
+            fn()   # compile / warm before sizing the repeat count
+            estimates[name] = timing.time_once(fn, device)
+        stats = timing.measure(candidates, estimates, TimingConfig(**job["timing"]), facts["l2_bytes"], device)
+    ev.emit("timing", stats=stats, min_bytes=min_bytes)
+    ev.emit("end")
+
+
+def run_under_ncu(job: dict[str, Any], ev: Events) -> None:
+    device = job["device"]
+    ref_mod = load_reference(job)
+    init_inputs = ref_mod.get_init_inputs()
+    models = []
+    with torch.no_grad():
+        inputs = verify.make_inputs(ref_mod, job["dtype"], job["seeds"][0], device)
+        for v in job["variants"]:
+            try:
+                model, _ = build(v, init_inputs, device, job["op"])
+                for _ in range(2):        # compile and warm outside every profiled range
+                    model(*inputs)
+                torch.cuda.synchronize()
+                models.append((v, model))
+            except BaseException as exc:  # noqa: BLE001
+                ev.emit("variant", result={"name": v["name"], "status": verify.classify(exc)[0],
+                                           "error": verify.classify(exc)[1]})
+        outer = torch.cuda.nvtx.range_start(NCU_OUTER_RANGE)
+        for v, model in models:
+            ev.emit("begin", variant=v["name"], phase="ncu")
+            rid = torch.cuda.nvtx.range_start(f"v{v['index']}")
+            try:
+                model(*inputs)
+                torch.cuda.synchronize()
+            except BaseException as exc:  # noqa: BLE001
+                ev.emit("variant", result={"name": v["name"], "status": "profile-error",
+                                           "error": verify.classify(exc)[1]})
+            torch.cuda.nvtx.range_end(rid)
+        torch.cuda.nvtx.range_end(outer)
+    ev.emit("end")
+
+
+def main(argv: list[str]) -> int:
+    job = json.loads(Path(argv[0]).read_text())
+    ev = Events(job["events"])
+    {"verify": verify_variants, "time": time_variants, "ncu": run_under_ncu}[job["mode"]](job, ev)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
