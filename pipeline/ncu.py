@@ -17,7 +17,11 @@ from pathlib import Path
 
 from pipeline.config import NcuConfig
 from pipeline.errors import ToolError
-from pipeline.worker import NCU_OUTER_RANGE
+
+
+# The worker opens this NVTX start/end range around all profiled launches (the include filter) and one
+# range `v<index>` per variant inside it (how metrics.py attributes kernels).
+OUTER_RANGE = "pipeline"
 
 
 def candidate_paths() -> list[str]:
@@ -67,7 +71,7 @@ def install_dir(ncu: str) -> Path:
 
 def command(ncu: str, cfg: NcuConfig, report: Path, kernel_names: list[str], worker_cmd: list[str]) -> list[str]:
     cmd = [ncu, "--replay-mode", cfg.replay_mode, "--clock-control", cfg.clock_control,
-           "--cache-control", cfg.cache_control, "--nvtx", "--nvtx-include", NCU_OUTER_RANGE,
+           "--cache-control", cfg.cache_control, "--nvtx", "--nvtx-include", OUTER_RANGE,
            "--metrics", ",".join(cfg.metrics)]
     if kernel_names:
         cmd += ["-k", "regex:^(" + "|".join(re.escape(n) for n in sorted(set(kernel_names))) + ")$"]

@@ -172,6 +172,22 @@ def measure_shape(op: Op, shape: Shape, cfg: Config, workdir: Path, log: Path, d
     return record
 
 
+def measure_ceilings(cfg: Config, device: str, say: Say) -> dict[str, Any] | None:
+    """Copy bandwidth and matmul rate of this GPU, measured once per run (the roofline's two ceilings)."""
+    job = {"mode": "ceilings", "op": "", "variants": [], "device": device, "timing": vars(cfg.timing).copy()}
+    with tempfile.TemporaryDirectory(prefix="pipeline-") as tmp:
+        run = WorkerRun(job, Path(tmp), "ceilings", Path(tmp) / "worker.log",
+                        {"default": cfg.worker.timing_timeout_s})
+        found = [e["ceilings"] for e in run.events() if e["event"] == "ceilings"]
+        if not found:
+            say(f"  [red]✗[/] ceilings not measured: {escape(run.why())}")
+            return None
+    c = found[0]
+    say(f"GPU ceilings: copy {c['copy_gbs']:,.0f} GB/s; matmul " +
+        ", ".join(f"{k} {v:,.0f} TFLOP/s" for k, v in c["matmul_tflops"].items()))
+    return c
+
+
 def profile_shape(op: Op, shape: Shape, cfg: Config, ok: list[tuple[int, Variant]], launched: dict[str, list[str]],
                   ncu_path: str, rep: Path, log: Path, workdir: Path, device: str) -> dict[str, Any]:
     """One ncu process over every verified variant; returns the shape's ncu record with per-index kernels."""
@@ -248,6 +264,7 @@ def run(ops: list[Op], cfg: Config, shape_filter: list[str] | None, require_gpu:
         ncu_version = ncu.version(ncu_path)
     else:
         ncu_path, ncu_version = "", None
+    ceilings = measure_ceilings(cfg, device, say)
     profiles = REPO / cfg.profiles_dir if not Path(cfg.profiles_dir).is_absolute() else Path(cfg.profiles_dir)
     written = []
     for op in ops:
@@ -260,16 +277,16 @@ def run(ops: list[Op], cfg: Config, shape_filter: list[str] | None, require_gpu:
                 workdir = Path(tmp)
                 wlog = workdir / "worker.log"
                 t0 = time.time()
-                measured = measure_shape(op, shape, cfg, workdir, wlog, device, say)
+                measured = measure_shape(op, shape, op.config, workdir, wlog, device, say)
                 env = measured["env"] or {"gpu_name": "unknown"}
                 if doc is None:
                     path = results.path_for(profiles, env["gpu_name"], op.name)
                     doc = results.load(path) if path.exists() else results.new(op.name, {})
-                    doc["environment"] = {**env, "ncu_path": ncu_path, "ncu_version": ncu_version,
-                                          "ncu_settings": {"replay_mode": cfg.ncu.replay_mode,
-                                                           "clock_control": cfg.ncu.clock_control,
-                                                           "cache_control": cfg.ncu.cache_control,
-                                                           "metrics": cfg.ncu.metrics}}
+                    doc["environment"] = {**env, "ceilings": ceilings, "ncu_path": ncu_path, "ncu_version": ncu_version,
+                                          "ncu_settings": {"replay_mode": op.config.ncu.replay_mode,
+                                                           "clock_control": op.config.ncu.clock_control,
+                                                           "cache_control": op.config.ncu.cache_control,
+                                                           "metrics": op.config.ncu.metrics}}
                     doc["created"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
                 out_dir = path.parent
                 out_dir.mkdir(parents=True, exist_ok=True)
@@ -281,7 +298,7 @@ def run(ops: list[Op], cfg: Config, shape_filter: list[str] | None, require_gpu:
                 prof = None
                 if device == "cuda" and ok:
                     say(f"[bold]{op.name}[/] {shape.id}: ncu over {len(ok)} verified variants")
-                    prof = profile_shape(op, shape, cfg, ok, {n: r.get("launched", []) for n, r in vs.items()},
+                    prof = profile_shape(op, shape, op.config, ok, {n: r.get("launched", []) for n, r in vs.items()},
                                          ncu_path, out_dir / f"{sid}.ncu-rep", out_dir / f"{sid}.ncu.log",
                                          workdir, device)
                     if prof["status"] != "ok":

@@ -26,8 +26,8 @@ import torch
 
 from pipeline import timing, verify
 from pipeline.config import TimingConfig, Tolerance
+from pipeline.ncu import OUTER_RANGE
 
-NCU_OUTER_RANGE = "pipeline"   # the --nvtx-include expression; per-variant ranges are v<index>
 
 
 class Events:
@@ -215,6 +215,36 @@ def time_variants(job: dict[str, Any], ev: Events) -> None:
     ev.emit("end")
 
 
+CEILING_COPY_BYTES = 1 << 31     # 2 GiB read + 2 GiB written: far beyond L2, as long as a large op
+CEILING_MATMUL_N = 8192          # N×N×N products: large enough to reach the tensor cores' sustained rate
+
+
+def measure_ceilings(job: dict[str, Any], ev: Events) -> None:
+    """The device's two roofline ceilings, measured: copy bandwidth and matmul rate per dtype."""
+    device = job["device"]
+    facts = gpu_facts(device)
+    cfg = TimingConfig(**job["timing"])
+    n = CEILING_MATMUL_N if device != "cpu" else 256
+    nbytes = CEILING_COPY_BYTES if device != "cpu" else 1 << 20
+    src = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    candidates = {"copy": lambda: dst.copy_(src)}
+    mats = {}
+    for name in ("bfloat16", "float16", "float32"):
+        torch.manual_seed(0)
+        a = torch.randn(n, n, device=device, dtype=verify.DTYPE[name])
+        b = torch.randn(n, n, device=device, dtype=verify.DTYPE[name])
+        mats[name] = (a, b)
+        candidates[f"matmul_{name}"] = (lambda a, b: lambda: torch.matmul(a, b))(a, b)
+    estimates = {k: timing.time_once(fn, device) for k, fn in candidates.items()}
+    stats = timing.measure(candidates, estimates, cfg, facts["l2_bytes"], device)
+    ev.emit("ceilings", ceilings={
+        "copy_gbs": 2 * nbytes / stats["copy"]["median_ms"] / 1e6, "copy_bytes": 2 * nbytes,
+        "matmul_tflops": {k: 2 * n ** 3 / stats[f"matmul_{k}"]["median_ms"] / 1e9 for k in mats},
+        "matmul_n": n, "float32_matmul_precision": torch.get_float32_matmul_precision(), "timing": stats})
+    ev.emit("end")
+
+
 def run_under_ncu(job: dict[str, Any], ev: Events) -> None:
     device = job["device"]
     ref_mod = load_reference(job)
@@ -232,7 +262,7 @@ def run_under_ncu(job: dict[str, Any], ev: Events) -> None:
             except BaseException as exc:  # noqa: BLE001
                 ev.emit("variant", result={"name": v["name"], "status": verify.classify(exc)[0],
                                            "error": verify.classify(exc)[1]})
-        outer = torch.cuda.nvtx.range_start(NCU_OUTER_RANGE)
+        outer = torch.cuda.nvtx.range_start(OUTER_RANGE)
         for v, model in models:
             ev.emit("begin", variant=v["name"], phase="ncu")
             rid = torch.cuda.nvtx.range_start(f"v{v['index']}")
@@ -250,7 +280,7 @@ def run_under_ncu(job: dict[str, Any], ev: Events) -> None:
 def main(argv: list[str]) -> int:
     job = json.loads(Path(argv[0]).read_text())
     ev = Events(job["events"])
-    {"verify": verify_variants, "time": time_variants, "ncu": run_under_ncu}[job["mode"]](job, ev)
+    {"verify": verify_variants, "time": time_variants, "ceilings": measure_ceilings, "ncu": run_under_ncu}[job["mode"]](job, ev)
     return 0
 
 

@@ -66,8 +66,8 @@ def rmsnorm_grid_2d(x: torch.Tensor, eps: float, BLOCK_HW: int, num_warps: int) 
             f"{per_thread} fp32 values per thread exceeds {max_tile} (register spill); "
             f"C={C} is too large for this config"
         )
-    if C * HW >= 2**31:
-        raise NotImplementedError(f"C*H*W = {C * HW} >= 2^31 elements per sample exceeds int32 offsets")
+    if C_PAD * HW >= 2**31:
+        raise NotImplementedError(f"C_PAD*H*W = {C_PAD * HW} >= 2^31 elements per sample exceeds int32 offsets")
     if B > MAX_GRID_Y:
         raise NotImplementedError(f"batch {B} exceeds the grid's y limit {MAX_GRID_Y}")
     grid = (triton.cdiv(HW, BLOCK_HW), B)

@@ -78,8 +78,8 @@ def rmsnorm_grid_3d(x: torch.Tensor, eps: float, BLOCK_H: int, BLOCK_W: int, num
             f"{per_thread} fp32 values per thread exceeds {max_tile} (register spill); "
             f"C={C} is too large for this config"
         )
-    if C * H * W >= 2**31:
-        raise NotImplementedError(f"C*H*W = {C * H * W} >= 2^31 elements per sample exceeds int32 offsets")
+    if C_PAD * H * W >= 2**31:
+        raise NotImplementedError(f"C_PAD*H*W = {C_PAD * H * W} >= 2^31 elements per sample exceeds int32 offsets")
     grid = (B, triton.cdiv(H, BLOCK_H), triton.cdiv(W, BLOCK_W))
     if grid[1] > MAX_GRID_YZ or grid[2] > MAX_GRID_YZ:
         raise NotImplementedError(f"grid {grid} exceeds the y/z grid limit {MAX_GRID_YZ}")

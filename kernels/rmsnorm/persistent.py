@@ -82,8 +82,8 @@ def rmsnorm_persistent(x: torch.Tensor, eps: float, PROGRAMS_PER_SM: int, BLOCK_
             f"{per_thread} fp32 values per thread exceeds {max_tile} (register spill); "
             f"C={C} is too large for this config"
         )
-    if C * HW >= 2**31:
-        raise NotImplementedError(f"C*H*W = {C * HW} >= 2^31 elements per sample exceeds int32 offsets")
+    if C_PAD * HW >= 2**31:
+        raise NotImplementedError(f"C_PAD*H*W = {C_PAD * HW} >= 2^31 elements per sample exceeds int32 offsets")
     n_hw_blocks = triton.cdiv(HW, BLOCK_HW)
     num_tiles = B * n_hw_blocks
     if num_tiles >= 2**31:

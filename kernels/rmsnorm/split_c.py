@@ -61,7 +61,7 @@ def _rmsnorm_split_c_sumsq_kernel(
         cc = c0 + offs_c
         mask = (cc[:, None] < c_end) & hw_mask[None, :]
         offs = cc[:, None] * HW + offs_hw[None, :]
-        x = tl.load(x_base + offs, mask=mask, other=0.0, eviction_policy="evict_last").to(tl.float32)
+        x = tl.load(x_base + offs, mask=mask, other=0.0).to(tl.float32)
         acc += x * x
     ss = tl.sum(acc, axis=0)
     ws_base = ws_ptr + (b.to(tl.int64) * n_split + s) * HW

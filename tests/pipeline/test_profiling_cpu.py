@@ -1,0 +1,65 @@
+"""The real worker and its parent on the CPU (Triton interpreter): every fault ends with its status,
+one broken variant never loses the others, and the results file is complete."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import FIXTURES, REPO
+from pipeline import recommend, results
+
+
+@pytest.fixture(scope="module")
+def faulty_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("profiles")
+    root = tmp_path_factory.mktemp("cfg") / "pipeline.yaml"
+    root.write_text(f"kernels_dir: {FIXTURES / 'faulty' / 'kernels'}\nreports_dir: {out / 'reports'}\n")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "--config", str(root), "profile", "--device", "cpu",
+                           "--profiles-dir", str(out), "--strict"],
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    paths = results.find_all(out)
+    return proc, results.load(paths[0]), out
+
+
+def test_every_fault_gets_its_status(faulty_run):
+    proc, doc, _ = faulty_run
+    status = {v["name"]: v["status"] for v in doc["shapes"][0]["variants"]}
+    assert status == {
+        "good": "ok", "wrong": "incorrect", "partial": "incorrect", "import_boom": "import-error",
+        "syntax_error": "import-error", "unsupported": "unsupported", "segfault": "crashed", "hang": "timeout",
+        "launch_error": "launch-error"}, proc.stdout + proc.stderr
+
+
+def test_messages_name_the_cause(faulty_run):
+    _, doc, _ = faulty_run
+    v = {v["name"]: v for v in doc["shapes"][0]["variants"]}
+    assert "half-finished variant" in v["import_boom"]["error"]
+    assert "SyntaxError" in v["syntax_error"]["error"] and "line 3" in v["syntax_error"]["error"]
+    assert "needs C <= 4" in v["unsupported"]["error"]
+    assert "code -11" in v["segfault"]["error"]
+    assert "killed after 8 s" in v["hang"]["error"]
+    assert "elements outside tolerance" in v["wrong"]["error"] and "expected" in v["wrong"]["error"]
+    # the poisoned output block catches the unwritten half as NaN
+    partial = v["partial"]["checks"][0]
+    assert partial["poisoned"] and partial["nonfinite"] == partial["numel"] // 2
+    assert "NaN/Inf" in v["partial"]["error"]
+
+
+def test_good_variant_kept_timed_and_recommended(faulty_run):
+    proc, doc, _ = faulty_run
+    shape = doc["shapes"][0]
+    rec = recommend.recommend(shape)
+    assert rec is not None and rec.variant["name"] == "good"
+    assert rec.variant["timing"]["reps"] == 3
+    assert shape["reference"]["timing"]["median_ms"] > 0 and shape["copy"]["timing"]["median_ms"] > 0
+    assert shape["min_bytes"] == 2 * 2 * 6 * 5 * 7 * 4
+    assert proc.returncode == 5   # --strict: some variant failed
+
+
+def test_report_shows_failures_as_text(faulty_run):
+    _, _, out = faulty_run
+    page = (out / "reports" / "faults.html").read_text()
+    assert "half-finished variant" in page and "timeout" in page and "crashed" in page
