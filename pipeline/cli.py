@@ -60,6 +60,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if args.profiles_dir:
         cfg = dataclasses.replace(cfg, profiles_dir=str(Path(args.profiles_dir).resolve()))
     ops = ops_mod.discover(cfg, REPO, args.op)
+    if args.variant:
+        ops = [ops_mod.select_variants(op, args.variant) for op in ops]
     for op in ops:
         known = [s.id for s in op.config.op.shape_list(args.suite)]
         unknown = [s for s in (args.shape or []) if s not in known]
@@ -124,6 +126,7 @@ def parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("profile", help="verify, time and ncu-profile every variant; write results and reports")
     pr.add_argument("--op", action="append", help="only this op (repeatable)")
     pr.add_argument("--shape", action="append", help="only this shape id (repeatable)")
+    pr.add_argument("--variant", action="append", help="only this variant: file stem or full name (repeatable)")
     pr.add_argument("--suite", help="run the op.yaml shape suite of this name instead of `shapes`")
     pr.add_argument("--profiles-dir", help="write results here instead of profiles_dir")
     pr.add_argument("--require-gpu", action="store_true", help="fail (exit 3) instead of replaying recorded data")

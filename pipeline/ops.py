@@ -9,6 +9,7 @@ Reading sources with `ast` keeps user code out of the parent process: only the G
 from __future__ import annotations
 
 import ast
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,16 @@ def load_op_dir(op_dir: Path, root: Config) -> Op:
                           f"(have: {', '.join(p.stem for p in files)})")
     variants = [v for p in files for v in read_variants(p, config.op.baseline)]
     return Op(op_dir.name, op_dir, reference, config, variants, sizes)
+
+
+def select_variants(op: Op, names: list[str]) -> Op:
+    """Keep the variants named by file stem or full name; unknown names are an error listing what exists."""
+    known = {v.name for v in op.variants} | {v.stem for v in op.variants}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SelectionError(f"unknown variant {', '.join(unknown)} in op {op.name}; variants: "
+                             + ", ".join(sorted({v.stem for v in op.variants})))
+    return dataclasses.replace(op, variants=[v for v in op.variants if v.name in names or v.stem in names])
 
 
 def discover(root: Config, base: Path, only: list[str] | None = None) -> list[Op]:

@@ -6,6 +6,7 @@ is written atomically as soon as it is complete, so an interrupted run keeps fin
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import shutil
@@ -222,10 +223,14 @@ def profile_shape(op: Op, shape: Shape, cfg: Config, ok: list[tuple[int, Variant
     return record
 
 
+def source_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def _variant_record(i: int, v: Variant, measured: dict[str, Any], timing: dict[str, Any] | None,
                     prof: dict[str, Any] | None) -> dict[str, Any]:
     rec = {"name": v.name, "file": os.path.relpath(v.file, REPO), "stem": v.stem, "layout": v.layout,
-           "config": v.config, "baseline": v.baseline, "index": i}
+           "config": v.config, "baseline": v.baseline, "index": i, "source_sha256": source_sha256(v.file)}
     rec.update({k: val for k, val in measured.items() if k != "name"})
     rec["timing"] = (timing or {}).get(v.name)
     if rec["status"] == "ok" and rec["timing"] is None:
@@ -306,6 +311,7 @@ def run(ops: list[Op], cfg: Config, shape_filter: list[str] | None, require_gpu:
                 timing = measured["timing"] or {}
                 shape_rec = {
                     "id": shape.id, "params": shape.params, "dtype": shape.dtype, "min_bytes": measured["min_bytes"],
+                    "reference_sha256": source_sha256(op.reference),
                     "reference": {"timing": timing.get("__reference__")}, "copy": {"timing": timing.get("__copy__")},
                     "errors": measured["errors"], "worker_log": f"{sid}.worker.log",
                     "ncu": {k: v for k, v in (prof or {"status": "skipped"}).items()

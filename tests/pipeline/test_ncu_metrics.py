@@ -1,0 +1,117 @@
+"""Extraction from real .ncu-rep files recorded on the H100, read with the real ncu_report module."""
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import FIXTURES
+from pipeline import config, metrics, ncu, results
+from pipeline.errors import ResultsError
+
+FIX = FIXTURES / "profiles" / "nvidia-h100-80gb-hbm3" / "rmsnorm"
+
+
+@pytest.fixture(scope="module")
+def doc():
+    return results.load(FIX / "results.json")
+
+
+@pytest.fixture(scope="module")
+def small_report(doc):
+    return metrics.read_report(FIX / "small.ncu-rep", doc["environment"]["ncu_settings"]["metrics"])
+
+
+def test_every_profiled_kernel_is_attributed_to_a_variant_range(small_report, doc):
+    shape = next(s for s in doc["shapes"] if s["id"] == "small")
+    profiled = [v for v in shape["variants"] if v["status"] == "ok"]
+    assert small_report["unattributed"] == []
+    assert sorted(small_report["by_index"]) == sorted(v["index"] for v in profiled)
+    for v in profiled:
+        kernels = small_report["by_index"][v["index"]]
+        assert [k["name"] for k in kernels] == v["launched"]   # same kernels ncu saw as launched outside it
+
+
+def test_extraction_matches_what_the_results_file_stored(small_report, doc):
+    shape = next(s for s in doc["shapes"] if s["id"] == "small")
+    for v in shape["variants"]:
+        if v["status"] != "ok":
+            continue
+        fresh = small_report["by_index"][v["index"]]
+        stored = v["ncu"]["kernels"]
+        assert [k["metrics"] for k in fresh] == [k["metrics"] for k in stored]
+
+
+def test_core_metrics_present_with_units(small_report):
+    kernel = small_report["by_index"][0][0]
+    for name in ("sm__throughput.avg.pct_of_peak_sustained_elapsed", "sm__warps_active.avg.pct_of_peak_sustained_active",
+                 "launch__grid_size", "dram__throughput.avg.pct_of_peak_sustained_elapsed", "gpu__time_duration.sum"):
+        assert name in kernel["metrics"], name
+    assert kernel["metrics"]["sm__throughput.avg.pct_of_peak_sustained_elapsed"]["unit"] == "%"
+    assert kernel["metrics"]["gpu__time_duration.sum"]["unit"] == "ns"
+    grid = kernel["metrics"]["launch__grid_size"]["value"]
+    dims = [kernel["metrics"][f"launch__grid_dim_{a}"]["value"] for a in "xyz"]
+    assert grid == dims[0] * dims[1] * dims[2] and isinstance(grid, int)
+    assert kernel["missing"] == []
+    assert kernel["metrics"]["profiler__replayer_passes"]["value"] == 10
+
+
+def test_stored_ncu_command_is_the_one_built(doc):
+    shape = doc["shapes"][0]
+    cmd = shape["ncu"]["command"]
+    settings = doc["environment"]["ncu_settings"]
+    rebuilt = ncu.command(cmd[0], config.NcuConfig(metrics=settings["metrics"]), FIX / "x.ncu-rep",
+                          [], cmd[cmd.index("-o") + 2:])
+    assert rebuilt[:12] == cmd[:12]
+    assert cmd[1:11] == ["--replay-mode", "kernel", "--clock-control", "base", "--cache-control", "all",
+                         "--nvtx", "--nvtx-include", "pipeline", "--metrics"]
+    assert cmd[cmd.index("-k") + 1].startswith("regex:^(")
+
+
+def test_command_line_pinned():
+    cmd = ncu.command("/usr/local/cuda/bin/ncu", config.NcuConfig(metrics=["a.sum", "b.pct"]), Path("/p/s.ncu-rep"),
+                      ["k_b", "k.a", "k_b"], ["python3", "-m", "pipeline.worker", "job.json"])
+    assert cmd == ["/usr/local/cuda/bin/ncu", "--replay-mode", "kernel", "--clock-control", "base",
+                   "--cache-control", "all", "--nvtx", "--nvtx-include", "pipeline", "--metrics", "a.sum,b.pct",
+                   "-k", r"regex:^(k\.a|k_b)$", "-f", "-o", "/p/s", "python3", "-m", "pipeline.worker", "job.json"]
+
+
+def test_real_log_reads_clean():
+    found = ncu.read_log((FIX / "small.ncu.log").read_text())
+    assert not found.errors and not found.no_kernels and not found.permission
+
+
+@pytest.mark.parametrize("text,field", [
+    ("==PROF== Disconnected\n==WARNING== No kernels were profiled.\n", "no_kernels"),
+    ("==ERROR== ERR_NVGPUCTRPERM - The user does not have permission to access NVIDIA GPU Performance Counters",
+     "permission"),
+])
+def test_log_findings(text, field):
+    assert getattr(ncu.read_log(text), field)
+
+
+def test_missing_ncu_names_where_it_looked(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(ncu, "candidate_paths", lambda: [])
+    with pytest.raises(Exception, match=r"ncu\) not found; looked in PATH, \$CUDA_HOME/bin, /usr/local/cuda\*/bin"):
+        ncu.locate(config.NcuConfig())
+
+
+def test_results_load_rejects_corrupt_and_foreign_files(tmp_path):
+    bad = tmp_path / "results.json"
+    bad.write_text("{not json")
+    with pytest.raises(ResultsError, match="not readable JSON"):
+        results.load(bad)
+    bad.write_text(json.dumps({"schema": "other"}))
+    with pytest.raises(ResultsError, match="not a results file"):
+        results.load(bad)
+    with pytest.raises(ResultsError, match="no such results file"):
+        results.load(tmp_path / "none.json")
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path):
+    target = tmp_path / "r.json"
+    results.write_atomic(target, "old")
+
+    with pytest.raises(TypeError):
+        results.write_atomic(target, None)
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["r.json"]
