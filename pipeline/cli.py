@@ -70,7 +70,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if args.suite and not any(op.config.op.suites.get(args.suite) for op in ops):
         raise PipelineError(f"no op defines shape suite '{args.suite}' (op.yaml: suites: {{{args.suite}: [...]}})")
     written = profiling.run(ops, cfg, args.shape, args.require_gpu, console.print, device=args.device,
-                            suite=args.suite)
+                            suite=args.suite, force=args.force)
     reports_dir, profiles_dir = _dir(cfg.reports_dir), _dir(cfg.profiles_dir)
     if written is None:
         recorded = [p for p in results.find_all(profiles_dir) if results.load(p)["op"] in {o.name for o in ops}]
@@ -130,6 +130,7 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--suite", help="run the op.yaml shape suite of this name instead of `shapes`")
     pr.add_argument("--profiles-dir", help="write results here instead of profiles_dir")
     pr.add_argument("--require-gpu", action="store_true", help="fail (exit 3) instead of replaying recorded data")
+    pr.add_argument("--force", action="store_true", help="re-measure shapes whose inputs did not change")
     pr.add_argument("--strict", action="store_true", help="exit 5 when any variant failed")
     pr.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
                     help="cpu: Triton interpreter, verify and time only, no ncu (for tests)")

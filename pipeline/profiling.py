@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -255,9 +256,75 @@ def _variant_record(i: int, v: Variant, measured: dict[str, Any], timing: dict[s
     return rec
 
 
+def host_facts(device: str, ncu_path: str) -> dict[str, Any]:
+    """What the cache key needs, read without importing torch: GPU, driver, ncu and library versions."""
+    facts: dict[str, Any] = {"device": device, "ncu_version": ncu.version(ncu_path) if ncu_path else None}
+    for pkg in ("torch", "triton"):
+        try:
+            facts[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            facts[pkg] = None
+    if device == "cpu":
+        facts.update(gpu_name="cpu (Triton interpreter)", driver=None)
+        return facts
+    index = (os.environ.get("CUDA_VISIBLE_DEVICES") or "0").split(",")[0]
+    out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader", "-i", index],
+                         capture_output=True, text=True, timeout=60)
+    name, driver = [x.strip() for x in (out.stdout.strip().splitlines() or ["unknown, unknown"])[0].split(",")]
+    facts.update(gpu_name=name, driver=driver)
+    return facts
+
+
+def cache_key(op: Op, shape: Shape, facts: dict[str, Any]) -> str:
+    """Hash of everything that can change a shape's results: sources, configs, shape, GPU, tools, settings."""
+    cfg = op.config
+    parts = {"variants": [(v.name, source_sha256(v.file), v.config, v.problem) for v in op.variants],
+             "reference": source_sha256(op.reference), "shape": [shape.params, shape.dtype],
+             "facts": facts, "settings": [vars(cfg.verify), vars(cfg.timing), vars(cfg.ncu), vars(cfg.worker)]}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def profile_shape_all(op: Op, shape: Shape, doc: dict[str, Any], out_dir: Path, ncu_path: str, device: str,
+                      say: Say) -> dict[str, Any]:
+    """Measure and profile one shape; returns its record (also sets doc["environment"] from the worker)."""
+    with tempfile.TemporaryDirectory(prefix="pipeline-") as tmp:
+        workdir = Path(tmp)
+        wlog = workdir / "worker.log"
+        t0 = time.time()
+        measured = measure_shape(op, shape, op.config, workdir, wlog, device, say)
+        if measured["env"]:
+            doc["environment"].update(measured["env"])
+        sid = results.slug(shape.id)
+        shutil.copyfile(wlog, out_dir / f"{sid}.worker.log")
+        t_measure = time.time() - t0
+        vs = measured["variants"]
+        ok = [(i, v) for i, v in enumerate(op.variants) if vs.get(v.name, {}).get("status") == "ok"]
+        prof = None
+        if device == "cuda" and ok:
+            say(f"[bold]{op.name}[/] {shape.id}: ncu over {len(ok)} verified variants")
+            prof = profile_shape(op, shape, op.config, ok, {n: r.get("launched", []) for n, r in vs.items()},
+                                 ncu_path, out_dir / f"{sid}.ncu-rep", out_dir / f"{sid}.ncu.log", workdir, device)
+            if prof["status"] != "ok":
+                say(f"  [red]ncu {prof['status']}[/]: {escape(prof.get('message', ''))}")
+    timing = measured["timing"] or {}
+    return {
+        "id": shape.id, "params": shape.params, "dtype": shape.dtype, "min_bytes": measured["min_bytes"],
+        "reference_sha256": source_sha256(op.reference),
+        "reference": {"timing": timing.get("__reference__")}, "copy": {"timing": timing.get("__copy__")},
+        "errors": measured["errors"], "worker_log": f"{sid}.worker.log",
+        "ncu": {k: v for k, v in (prof or {"status": "skipped"}).items() if k not in ("by_index", "worker_events")},
+        "wall_s": {"measure": round(t_measure, 2), "ncu": (prof or {}).get("wall_s")},
+        "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "variants": [_variant_record(i, v, vs[v.name], timing, prof) for i, v in enumerate(op.variants)],
+    }
+
+
 def run(ops: list[Op], cfg: Config, shape_filter: list[str] | None, require_gpu: bool, say: Say,
-        device: str = "cuda", suite: str | None = None) -> list[Path] | None:
-    """Profile every op × shape; returns the results files written, or None when there is no GPU."""
+        device: str = "cuda", suite: str | None = None, force: bool = False) -> list[Path] | None:
+    """Profile every op × shape; returns the results files written, or None when there is no GPU.
+
+    A shape whose cache key (cache_key) matches its stored record is not measured again unless `force`."""
+    ncu_path = ""
     if device == "cuda":
         present, why = gpu_present()
         if not present:
@@ -266,62 +333,37 @@ def run(ops: list[Op], cfg: Config, shape_filter: list[str] | None, require_gpu:
             say(f"[bold yellow]No NVIDIA GPU found[/] ({why}).")
             return None
         ncu_path = ncu.locate(cfg.ncu)
-        ncu_version = ncu.version(ncu_path)
-    else:
-        ncu_path, ncu_version = "", None
-    ceilings = measure_ceilings(cfg, device, say)
+    facts = host_facts(device, ncu_path)
     profiles = REPO / cfg.profiles_dir if not Path(cfg.profiles_dir).is_absolute() else Path(cfg.profiles_dir)
     written = []
     for op in ops:
         listed = op.config.op.shape_list(suite) or ([] if suite else [Shape()])
         shapes = [s for s in listed if not shape_filter or s.id in shape_filter]
-        doc, path = None, None
+        path = results.path_for(profiles, facts["gpu_name"], op.name)
+        doc = results.load(path) if path.exists() else results.new(op.name, {})
+        stored = {s["id"]: s for s in doc["shapes"]}
         for shape in shapes:
+            key = cache_key(op, shape, facts)
+            if not force and stored.get(shape.id, {}).get("cache_key") == key:
+                say(f"[bold]{op.name}[/] {shape.id}: unchanged since {stored[shape.id].get('measured_at')}, "
+                    "cached (--force re-measures)")
+                continue
+            env = doc["environment"]
+            if (env.get("gpu_name"), env.get("driver")) != (facts["gpu_name"], facts["driver"]) \
+                    or not env.get("ceilings"):
+                env.clear()
+                env.update(gpu_name=facts["gpu_name"], driver=facts["driver"],
+                           ceilings=measure_ceilings(cfg, device, say))
+            env.update(ncu_path=ncu_path, ncu_version=facts["ncu_version"], ncu_settings={
+                "replay_mode": op.config.ncu.replay_mode, "clock_control": op.config.ncu.clock_control,
+                "cache_control": op.config.ncu.cache_control, "metrics": op.config.ncu.metrics})
             say(f"[bold]{op.name}[/] {shape.id}: verifying and timing {len(op.variants)} variants")
-            with tempfile.TemporaryDirectory(prefix="pipeline-") as tmp:
-                workdir = Path(tmp)
-                wlog = workdir / "worker.log"
-                t0 = time.time()
-                measured = measure_shape(op, shape, op.config, workdir, wlog, device, say)
-                env = measured["env"] or {"gpu_name": "unknown"}
-                if doc is None:
-                    path = results.path_for(profiles, env["gpu_name"], op.name)
-                    doc = results.load(path) if path.exists() else results.new(op.name, {})
-                    doc["environment"] = {**env, "ceilings": ceilings, "ncu_path": ncu_path, "ncu_version": ncu_version,
-                                          "ncu_settings": {"replay_mode": op.config.ncu.replay_mode,
-                                                           "clock_control": op.config.ncu.clock_control,
-                                                           "cache_control": op.config.ncu.cache_control,
-                                                           "metrics": op.config.ncu.metrics}}
-                    doc["created"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-                out_dir = path.parent
-                out_dir.mkdir(parents=True, exist_ok=True)
-                sid = results.slug(shape.id)
-                shutil.copyfile(wlog, out_dir / f"{sid}.worker.log")
-                t_measure = time.time() - t0
-                vs = measured["variants"]
-                ok = [(i, v) for i, v in enumerate(op.variants) if vs.get(v.name, {}).get("status") == "ok"]
-                prof = None
-                if device == "cuda" and ok:
-                    say(f"[bold]{op.name}[/] {shape.id}: ncu over {len(ok)} verified variants")
-                    prof = profile_shape(op, shape, op.config, ok, {n: r.get("launched", []) for n, r in vs.items()},
-                                         ncu_path, out_dir / f"{sid}.ncu-rep", out_dir / f"{sid}.ncu.log",
-                                         workdir, device)
-                    if prof["status"] != "ok":
-                        say(f"  [red]ncu {prof['status']}[/]: {escape(prof.get('message', ''))}")
-                timing = measured["timing"] or {}
-                shape_rec = {
-                    "id": shape.id, "params": shape.params, "dtype": shape.dtype, "min_bytes": measured["min_bytes"],
-                    "reference_sha256": source_sha256(op.reference),
-                    "reference": {"timing": timing.get("__reference__")}, "copy": {"timing": timing.get("__copy__")},
-                    "errors": measured["errors"], "worker_log": f"{sid}.worker.log",
-                    "ncu": {k: v for k, v in (prof or {"status": "skipped"}).items()
-                            if k not in ("by_index", "worker_events")},
-                    "wall_s": {"measure": round(t_measure, 2), "ncu": (prof or {}).get("wall_s")},
-                    "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                    "variants": [_variant_record(i, v, vs[v.name], timing, prof) for i, v in enumerate(op.variants)],
-                }
-                results.merge_shape(doc, shape_rec)
-                results.save(path, doc)
-        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            record = profile_shape_all(op, shape, doc, path.parent, ncu_path, device, say)
+            record["cache_key"] = key
+            results.merge_shape(doc, record)
+            doc["created"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            results.save(path, doc)
+        if path.exists():
             written.append(path)
     return written

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from testenv import REPO
 from pipeline import analysis, recommend, results
 
 pytestmark = pytest.mark.gpu

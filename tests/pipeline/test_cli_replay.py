@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from conftest import HAS_GPU, REPO
+from testenv import HAS_GPU, REPO
 
 pytestmark = pytest.mark.skipif(HAS_GPU, reason="checks the no-GPU fallback")
 

@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from conftest import REPO
+from testenv import REPO
 from pipeline import config, ops
 from pipeline.errors import ConfigError, SelectionError
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import FIXTURES, REPO
+from testenv import FIXTURES, REPO
 from pipeline import recommend, results
 
 
@@ -63,3 +63,14 @@ def test_report_shows_failures_as_text(faulty_run):
     _, _, out = faulty_run
     page = (out / "reports" / "faults.html").read_text()
     assert "half-finished variant" in page and "timeout" in page and "crashed" in page
+
+
+def test_rerun_with_nothing_changed_measures_nothing(faulty_run):
+    proc, doc, out = faulty_run
+    args = proc.args
+    again = subprocess.run(args, capture_output=True, text=True, cwd=REPO,
+                           env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=300)
+    assert "tiny: unchanged since" in again.stdout and "cached" in again.stdout
+    (path,) = results.find_all(out)
+    assert results.load(path)["shapes"][0]["measured_at"] == doc["shapes"][0]["measured_at"]
+    assert "verifying" not in again.stdout
