@@ -109,7 +109,9 @@ def run(cmd: list[str], log: Path, timeout_s: float, env: dict[str, str]) -> tup
         try:
             rc: int | None = proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
             rc = None
+        finally:   # also on Ctrl-C: ncu and its worker run in their own session and would outlive us
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
     return rc, read_log(log.read_text(errors="replace"))

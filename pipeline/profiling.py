@@ -100,26 +100,39 @@ class WorkerRun:
         self.killed = ""
 
     def events(self):
-        """Yield events as they arrive until the process exits or is killed."""
+        """Yield events as they arrive until the process exits or is killed.
+
+        The worker runs in a session of its own (a hung kernel must not take the parent down), so an
+        interrupt does not reach it: any exit from here that is not the worker's own ends its group."""
         offset, since = 0, time.time()
-        while True:
-            exited = self.proc.poll() is not None
-            evs, offset = _read_events(self.events_path, offset)
-            for e in evs:
-                if e["event"] == "begin":
-                    self.current, self.phase, since = e["variant"], e["phase"], time.time()
-                elif e["event"] == "end":
-                    self.ended = True
-                yield e
-            if exited:
-                return
-            limit = self.limits.get(self.phase or "", self.limits["default"])
-            if time.time() - since > limit:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-                self.killed = f"killed after {limit:.0f} s in phase {self.phase}"
-                return
-            time.sleep(0.1)
+        try:
+            while True:
+                exited = self.proc.poll() is not None
+                evs, offset = _read_events(self.events_path, offset)
+                for e in evs:
+                    if e["event"] == "begin":
+                        self.current, self.phase, since = e["variant"], e["phase"], time.time()
+                    elif e["event"] == "end":
+                        self.ended = True
+                    yield e
+                if exited:
+                    return
+                limit = self.limits.get(self.phase or "", self.limits["default"])
+                if time.time() - since > limit:
+                    self.kill()
+                    self.killed = f"killed after {limit:.0f} s in phase {self.phase}"
+                    return
+                time.sleep(0.1)
+        finally:
+            if self.proc.poll() is None:
+                self.kill()
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
 
     def why(self) -> str:
         return self.killed or f"worker exited with code {self.proc.returncode}: {_tail(self.log)}"

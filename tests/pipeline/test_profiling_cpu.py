@@ -74,3 +74,36 @@ def test_rerun_with_nothing_changed_measures_nothing(faulty_run):
     (path,) = results.find_all(out)
     assert results.load(path)["shapes"][0]["measured_at"] == doc["shapes"][0]["measured_at"]
     assert "verifying" not in again.stdout
+
+
+def test_interrupt_kills_the_worker_and_keeps_completed_shapes(tmp_path):
+    """Ctrl-C while a variant hangs: the parent exits 130, no worker survives, earlier shapes stay."""
+    import signal
+    import time
+    out = tmp_path / "profiles"
+    root = tmp_path / "pipeline.yaml"
+    root.write_text(f"kernels_dir: {FIXTURES / 'faulty' / 'kernels'}\nreports_dir: {tmp_path / 'reports'}\n")
+    base = [sys.executable, "-m", "pipeline", "--config", str(root), "profile", "--device", "cpu",
+            "--profiles-dir", str(out)]
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    first = subprocess.run(base + ["--variant", "good"], capture_output=True, text=True, cwd=REPO, env=env)
+    assert first.returncode == 0, first.stdout
+    proc = subprocess.Popen(base + ["--variant", "good", "--variant", "hang", "--force"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=REPO, env=env)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if subprocess.run(["pgrep", "-f", "pipeline.worker"], capture_output=True).returncode == 0:
+            break
+        time.sleep(0.2)
+    time.sleep(3)   # the hang variant is now running inside the worker
+    workers = subprocess.run(["pgrep", "-f", "pipeline.worker"], capture_output=True, text=True).stdout.split()
+    assert workers
+    proc.send_signal(signal.SIGINT)
+    text, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in text
+    time.sleep(0.5)
+    alive = [pid for pid in workers if os.path.exists(f"/proc/{pid}")]
+    assert alive == [], f"worker processes outlived the interrupt: {alive}"
+    (path,) = results.find_all(out)
+    kept = results.load(path)["shapes"][0]
+    assert [v["name"] for v in kept["variants"]] == ["good"] and kept["variants"][0]["status"] == "ok"
