@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
+import time
 import os
 import sys
 from pathlib import Path
@@ -16,6 +18,7 @@ from pipeline import profiling, recommend, report, results
 from pipeline.errors import ExitCode, PipelineError
 
 REPO = profiling.REPO
+START = time.monotonic()
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
@@ -55,6 +58,22 @@ def _summary(paths: list[Path]) -> bool:
     return failed
 
 
+def _time_split(paths: list[Path], report_s: float) -> None:
+    """Where this run's time went, from the shapes measured in it (cached shapes cost nothing)."""
+    since = time.time() - (time.monotonic() - START)
+    split = {"compile": 0.0, "verify": 0.0, "time": 0.0, "ncu": 0.0}
+    for path in paths:
+        for shape in results.load(path)["shapes"]:
+            measured = dt.datetime.fromisoformat(shape["measured_at"]).timestamp() if shape.get("measured_at") else 0
+            if measured + 1 < since:
+                continue
+            for key in split:
+                split[key] += (shape.get("wall_s") or {}).get(key) or 0
+    split["verify"] -= split["compile"]
+    console.print("Time split: " + ", ".join(f"{k} {v:.1f} s" for k, v in split.items())
+                  + f", report {report_s:.1f} s; total {time.monotonic() - START:.1f} s")
+
+
 def cmd_profile(args: argparse.Namespace) -> int:
     cfg = _root(args)
     if args.profiles_dir:
@@ -85,7 +104,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
         console.print(f"Report (replayed data): {os.path.relpath(pages[0], Path.cwd())}")
         return ExitCode.OK
     failed = _summary(written)
+    t0 = time.time()
     pages = report.render(results.find_all(profiles_dir) if args.all_reports else written, reports_dir, False)
+    _time_split(written, time.time() - t0)
     console.print(f"Results: {', '.join(os.path.relpath(p, Path.cwd()) for p in written)}")
     console.print(f"Report: {os.path.relpath(pages[0], Path.cwd())}")
     return ExitCode.VARIANT_FAILURES if failed and args.strict else ExitCode.OK
