@@ -72,8 +72,14 @@ def gpu_facts(device: str) -> dict[str, Any]:
                  l2_bytes=int(getattr(props, "L2_cache_size", 0)), memory_bytes=props.total_memory,
                  compute_capability=f"{props.major}.{props.minor}", cuda=torch.version.cuda,
                  cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES", ""))
+    # the device's limits, for the LLM export's GPU block (read, not hard-coded)
+    for key in ("warp_size", "max_threads_per_multi_processor", "max_threads_per_block", "regs_per_multiprocessor",
+                "shared_memory_per_block", "shared_memory_per_block_optin", "shared_memory_per_multiprocessor"):
+        facts[key] = getattr(props, key, None)
+    # nvidia-smi ignores CUDA_VISIBLE_DEVICES: ask it about the first visible GPU by its index
+    index = (os.environ.get("CUDA_VISIBLE_DEVICES") or "0").split(",")[0]
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version,uuid", "--format=csv,noheader", "-i", "0"],
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version,uuid", "--format=csv,noheader", "-i", index],
                              capture_output=True, text=True, timeout=30)
         driver, uuid = [s.strip() for s in out.stdout.strip().splitlines()[0].split(",")]
         facts.update(driver=driver, gpu_uuid=uuid)
