@@ -20,6 +20,9 @@ profile: $(DEPS)
 report: $(DEPS)
 	$(PY) -m pipeline report $(ARGS)
 
+gate: $(DEPS)
+	$(PY) -m pipeline gate $(ARGS)
+
 list: $(DEPS)
 	$(PY) -m pipeline list
 

@@ -1,7 +1,8 @@
-"""What the measurements say about each variant: bound classification and findings.
+"""What the measurements say about each variant: roofline position, bound classification, findings.
 
 Every rule names the metric and value that triggered it. All thresholds live in THRESHOLDS, the one
-documented table (README "Analysis thresholds"); nothing else in the code holds a cut-off.
+documented table (docs/report.md "Analysis thresholds" lists it; a test keeps the two equal); nothing else in the code
+holds a cut-off.
 """
 from __future__ import annotations
 
@@ -9,21 +10,34 @@ from dataclasses import dataclass
 from typing import Any
 
 THRESHOLDS: dict[str, tuple[float, str]] = {
-    "busy_pct": (60.0, "a unit at or above this % of peak is the limiter (memory- or compute-bound)"),
-    "launch_bound_us": (10.0, "kernels shorter than this (ncu duration) are dominated by launch cost"),
-    "excess_bytes_ratio": (1.25, "DRAM bytes moved over the op's minimal bytes at or above this is a finding"),
-    "low_waves": (1.0, "fewer waves per SM than this leaves SMs idle (grid smaller than the GPU)"),
-    "tail_fraction": (0.5, "a last partial wave filled below this (with < 4 waves) is a tail effect"),
-    "low_l2_hit_pct": (50.0, "L2 hit rate below this on a kernel that re-reads data is a finding"),
-    "near_copy_fraction": (0.9, "at or above this fraction of copy bandwidth the kernel is at the memory limit"),
-    "low_warps_active_pct": (25.0, "achieved occupancy below this is reported"),
+    "busy_pct": (60.0, "a unit (SM or memory) at or above this % of its peak is the limiter: memory- or "
+                       "compute-bound; below it on both, the kernel is latency/occupancy-bound"),
+    "near_roofline_fraction": (0.9, "at or above this fraction of a roofline (minimal bytes at the measured copy "
+                                    "bandwidth, or FLOPs at the measured matmul rate) the kernel is at that limit, "
+                                    "whatever ncu's % of peak says"),
+    "launch_bound_us": (10.0, "kernels shorter than this (ncu gpu__time_duration) with no busy unit are "
+                              "dominated by launch and ramp-up cost"),
+    "excess_bytes_ratio": (1.25, "DRAM bytes moved (all kernels of the variant) over the op's minimal bytes at "
+                                 "or above this is a finding"),
+    "low_waves": (1.0, "fewer waves per SM than this: the grid does not fill the GPU once"),
+    "tail_fraction": (0.5, "a last partial wave filled below this is a tail effect"),
+    "tail_max_waves": (4.0, "tail effects are reported only for grids with fewer waves than this; beyond it "
+                            "the tail is a small share of the run"),
+    "low_l2_hit_pct": (50.0, "L2 hit rate below this while DRAM traffic is excessive (excess_bytes_ratio): "
+                             "re-read data comes from DRAM again"),
+    "low_warps_active_pct": (25.0, "achieved occupancy (sm__warps_active) below this is reported"),
 }
 
 SM = "sm__throughput.avg.pct_of_peak_sustained_elapsed"
 MEM = "gpu__compute_memory_throughput.avg.pct_of_peak_sustained_elapsed"
 DRAM = "dram__throughput.avg.pct_of_peak_sustained_elapsed"
 WARPS = "sm__warps_active.avg.pct_of_peak_sustained_active"
+THEORETICAL = "sm__maximum_warps_per_active_cycle_pct"
 DUR = "gpu__time_duration.sum"
+L2_HIT = "lts__t_sector_hit_rate.pct"
+WAVES = "launch__waves_per_multiprocessor"
+READ, WRITE = "dram__bytes_read.sum", "dram__bytes_write.sum"
+OCC_LIMITS = ("registers", "shared_mem", "blocks", "warps")     # launch__occupancy_limit_<x>: blocks/SM
 
 
 def t(name: str) -> float:
@@ -32,9 +46,10 @@ def t(name: str) -> float:
 
 @dataclass(frozen=True)
 class Finding:
-    metric: str
-    value: str
-    text: str
+    metric: str     # the metric (ncu name, or the Triton compile field) that triggered it
+    value: str      # its value, formatted with unit
+    text: str       # what it means, with the numbers it was compared against
+    severity: str = "warn"   # "info" when it costs no time here (the variant is already at a roofline)
 
 
 @dataclass(frozen=True)
@@ -42,10 +57,32 @@ class Bound:
     kind: str       # memory-bound | compute-bound | latency-bound | launch-bound | unknown
     rule: str       # the rule that decided, with the values
 
+    @property
+    def label(self) -> str:
+        # "latency-bound" covers both too little work in flight and occupancy limits: say so on the page
+        return "latency/occupancy-bound" if self.kind == "latency-bound" else self.kind
+
+
+@dataclass(frozen=True)
+class Roofline:
+    """Best possible time for the shape on this GPU, from the measured ceilings (not datasheet peaks)."""
+    memory_ms: float | None         # min_bytes / ceilings.copy_gbs
+    memory_basis: str               # how memory_ms was computed, or why it is unknown
+    compute_ms: float | None        # flops / ceilings.matmul_tflops[dtype]
+    compute_basis: str
+
+
+def fmt_bytes(b: float) -> str:
+    """Decimal units (1 GB = 1e9 B), as ncu and bandwidth figures use."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if b >= scale:
+            return f"{b / scale:.4g} {unit}"
+    return f"{b:.0f} B"
+
 
 def dominant_kernel(variant: dict[str, Any]) -> dict[str, Any] | None:
     """The profiled kernel that took longest: its metrics describe the variant."""
-    kernels = variant.get("ncu", {}).get("kernels") or []
+    kernels = (variant.get("ncu") or {}).get("kernels") or []
     if not kernels:
         return None
     return max(kernels, key=lambda k: (k["metrics"].get(DUR) or {}).get("value") or 0)
@@ -58,77 +95,159 @@ def m(kernel: dict[str, Any] | None, name: str) -> float | None:
     return None if entry is None else entry["value"]
 
 
+_TIME_SCALE_US = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3,
+                  "s": 1e6, "second": 1e6}
+
+
 def duration_us(kernel: dict[str, Any]) -> float | None:
     entry = kernel["metrics"].get(DUR)
-    if entry is None:
+    if entry is None or entry.get("unit") not in _TIME_SCALE_US:
+        return None           # an unknown unit must not be guessed into a launch-bound verdict
+    return entry["value"] * _TIME_SCALE_US[entry["unit"]]
+
+
+def memory_pct(kernel: dict[str, Any] | None) -> float | None:
+    """ncu's memory speed-of-light: the busier of DRAM and the whole memory system (L1/L2/DRAM)."""
+    vals = [x for x in (m(kernel, MEM), m(kernel, DRAM)) if x is not None]
+    return max(vals) if vals else None
+
+
+def dram_bytes(variant: dict[str, Any]) -> float | None:
+    """DRAM bytes read + written by all kernels of the variant (split kernels count together)."""
+    kernels = (variant.get("ncu") or {}).get("kernels") or []
+    vals = [(m(k, READ), m(k, WRITE)) for k in kernels]
+    if not vals or any(r is None or w is None for r, w in vals):
         return None
-    scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "second": 1e6}.get(entry["unit"], 1e-3)
-    return entry["value"] * scale
+    return sum(r + w for r, w in vals)
 
 
-def classify(variant: dict[str, Any]) -> Bound:
+def roofline(shape: dict[str, Any], env: dict[str, Any]) -> Roofline:
+    ceil = env.get("ceilings") or {}
+    gbs, mb = ceil.get("copy_gbs"), shape.get("min_bytes")
+    if gbs and mb:
+        mem_ms, mem_basis = mb / (gbs * 1e9) * 1e3, f"{fmt_bytes(mb)} minimal ÷ {gbs:,.0f} GB/s measured copy"
+    else:
+        mem_ms, mem_basis = None, "n/a (no measured copy bandwidth or minimal bytes)"
+    flops, dtype = shape.get("flops"), shape.get("dtype", "")
+    rate = (ceil.get("matmul_tflops") or {}).get(dtype)
+    if not flops:
+        comp_ms, comp_basis = None, "n/a (op declares no FLOPs)"
+    elif not rate:
+        comp_ms, comp_basis = None, f"n/a (no matmul rate measured for {dtype or 'this dtype'})"
+    else:
+        comp_ms = flops / (rate * 1e12) * 1e3
+        comp_basis = f"{flops / 1e9:,.4g} GFLOP ÷ {rate:,.1f} TFLOP/s measured {dtype} matmul"
+    return Roofline(mem_ms, mem_basis, comp_ms, comp_basis)
+
+
+def roofline_fractions(variant: dict[str, Any], shape: dict[str, Any],
+                       env: dict[str, Any]) -> tuple[float | None, float | None]:
+    """(memory, compute) roofline time over the variant's median time: 1.0 = at the measured ceiling."""
+    timing = variant.get("timing")
+    if not timing or not timing.get("median_ms"):
+        return None, None
+    r = roofline(shape, env)
+    return (None if r.memory_ms is None else r.memory_ms / timing["median_ms"],
+            None if r.compute_ms is None else r.compute_ms / timing["median_ms"])
+
+
+def classify(variant: dict[str, Any], shape: dict[str, Any] | None = None,
+             env: dict[str, Any] | None = None) -> Bound:
+    """Roofline position first (measured ceilings), then ncu's speed-of-light percentages."""
     k = dominant_kernel(variant)
-    sm, mem, dram = m(k, SM), m(k, MEM), m(k, DRAM)
-    if k is None or sm is None or (mem is None and dram is None):
+    sm, memory = m(k, SM), memory_pct(k)
+    if k is None or sm is None or memory is None:
         return Bound("unknown", "no ncu metrics for this variant")
-    memory = max(x for x in (mem, dram) if x is not None)
+    near, busy = t("near_roofline_fraction"), t("busy_pct")
+    mem_frac, comp_frac = roofline_fractions(variant, shape, env) if shape and env else (None, None)
+    if mem_frac is not None and mem_frac >= near:
+        return Bound("memory-bound", f"at {mem_frac:.0%} of the memory roofline (≥ {near:.0%}); "
+                                     f"memory {memory:.1f} %, SM {sm:.1f} %")
+    if comp_frac is not None and comp_frac >= near:
+        return Bound("compute-bound", f"at {comp_frac:.0%} of the compute roofline (≥ {near:.0%}); SM {sm:.1f} %")
     dur = duration_us(k)
-    busy = t("busy_pct")
     if dur is not None and dur < t("launch_bound_us") and max(sm, memory) < busy:
-        return Bound("launch-bound", f"duration {dur:.1f} µs < {t('launch_bound_us'):g} µs and no unit ≥ {busy:g} %")
+        return Bound("launch-bound", f"ncu duration {dur:.1f} µs < {t('launch_bound_us'):g} µs and no unit ≥ "
+                                     f"{busy:g} % (SM {sm:.1f} %, memory {memory:.1f} %)")
     if memory >= busy and memory >= sm:
         return Bound("memory-bound", f"memory {memory:.1f} % ≥ {busy:g} % and ≥ SM {sm:.1f} %")
     if sm >= busy:
         return Bound("compute-bound", f"SM {sm:.1f} % ≥ {busy:g} % and > memory {memory:.1f} %")
-    return Bound("latency-bound", f"SM {sm:.1f} % and memory {memory:.1f} % both < {busy:g} %: "
-                                  "neither unit is busy (too little work in flight, or stalls)")
+    warps = m(k, WARPS)
+    occ = "" if warps is None else f", achieved occupancy {warps:.1f} %"
+    return Bound("latency-bound", f"SM {sm:.1f} % and memory {memory:.1f} % both < {busy:g} %{occ}: neither "
+                                  "unit is busy (too little work in flight, occupancy, or stalls)")
+
+
+def occupancy_limiter(kernel: dict[str, Any] | None) -> tuple[str, float, float] | None:
+    """(limiter, blocks/SM it allows, blocks/SM the warp limit allows) when a resource other than the
+    warp slots caps resident blocks; None when warps (full occupancy) or nothing is known.
+
+    launch__occupancy_limit_<x> is the number of blocks per SM that resource x allows; the smallest
+    wins. The warp limit is what a block of this size gets at full occupancy, so only a limiter strictly
+    below it lowers theoretical occupancy."""
+    limits = {n: m(kernel, f"launch__occupancy_limit_{n}") for n in OCC_LIMITS}
+    warps = limits.pop("warps")
+    known = {n: v for n, v in limits.items() if v is not None}
+    if warps is None or not known:
+        return None
+    name = min(known, key=lambda n: (known[n], OCC_LIMITS.index(n)))
+    return (name, known[name], warps) if known[name] < warps else None
 
 
 def findings(variant: dict[str, Any], shape: dict[str, Any], env: dict[str, Any]) -> list[Finding]:
-    k = dominant_kernel(variant)
     out: list[Finding] = []
+    # Triton's compile record exists even when ncu did not run: spills are reported regardless
+    for c in variant.get("compiled") or []:
+        if c.get("n_spills"):
+            out.append(Finding("n_spills (Triton compile)", f"{c['n_spills']} registers",
+                               f"{c['name']} spills {c['n_spills']} registers to local memory "
+                               f"({c.get('n_regs', '?')} registers/thread allocated)"))
+    k = dominant_kernel(variant)
     if k is None:
         return out
-    read, write = m(k, "dram__bytes_read.sum"), m(k, "dram__bytes_write.sum")
-    min_bytes = shape.get("min_bytes")
-    if read is not None and write is not None and min_bytes:
-        moved = sum((m(kk, "dram__bytes_read.sum") or 0) + (m(kk, "dram__bytes_write.sum") or 0)
-                    for kk in variant["ncu"]["kernels"])
-        ratio = moved / min_bytes
-        if ratio >= t("excess_bytes_ratio"):
-            out.append(Finding("dram__bytes_read.sum + dram__bytes_write.sum", f"{moved / 1e9:.2f} GB",
-                               f"moves {ratio:.2f}× the minimal {min_bytes / 1e9:.2f} GB (re-reads or spills)"))
-    waves = m(k, "launch__waves_per_multiprocessor")
-    grid = m(k, "launch__grid_size")
-    sms = env.get("sm_count") or 0
-    if waves is not None and waves < t("low_waves"):
-        out.append(Finding("launch__waves_per_multiprocessor", f"{waves:.2f}",
-                           f"grid of {grid} blocks fills less than one wave on {sms} SMs: SMs sit idle"))
-    elif waves is not None and waves < 4 and 0 < waves % 1 < t("tail_fraction"):
-        out.append(Finding("launch__waves_per_multiprocessor", f"{waves:.2f}",
-                           f"tail effect: the last wave is {waves % 1:.0%} full"))
-    limits = {n: m(k, f"launch__occupancy_limit_{n}") for n in ("registers", "shared_mem", "warps", "blocks")}
-    known = {n: v for n, v in limits.items() if v is not None}
-    if known:
-        lowest = min(known.values())
-        limiting = [n for n, v in known.items() if v == lowest and n != "warps"]
-        if limiting and lowest < known.get("warps", lowest + 1):
-            out.append(Finding(f"launch__occupancy_limit_{limiting[0]}", f"{lowest:g} blocks/SM",
-                               f"occupancy limited by {', '.join(limiting).replace('_', ' ')}"))
-    spills = [c for c in variant.get("compiled", []) if c.get("n_spills")]
-    for c in spills:
-        out.append(Finding("n_spills (Triton)", str(c["n_spills"]), f"{c['name']} spills registers to local memory"))
-    hit = m(k, "lts__t_sector_hit_rate.pct")
-    if hit is not None and hit < t("low_l2_hit_pct") and read is not None and min_bytes and read > 0.75 * min_bytes:
-        out.append(Finding("lts__t_sector_hit_rate.pct", f"{hit:.1f} %", "low L2 hit rate on re-read data"))
-    warps = m(k, WARPS)
-    if warps is not None and warps < t("low_warps_active_pct"):
-        out.append(Finding(WARPS, f"{warps:.1f} %", "low achieved occupancy"))
+    moved, min_bytes = dram_bytes(variant), shape.get("min_bytes")
+    ratio = moved / min_bytes if moved is not None and min_bytes else None
+    if ratio is not None and ratio >= t("excess_bytes_ratio"):
+        out.append(Finding(f"{READ} + {WRITE}", fmt_bytes(moved),
+                           f"moves {ratio:.2f}× the minimal {fmt_bytes(min_bytes)} "
+                           f"(≥ {t('excess_bytes_ratio'):g}×): re-reads, spills or workspace traffic"))
+    hit = m(k, L2_HIT)
+    if hit is not None and hit < t("low_l2_hit_pct") and ratio is not None and ratio >= t("excess_bytes_ratio"):
+        out.append(Finding(L2_HIT, f"{hit:.1f} %", f"low L2 hit rate (< {t('low_l2_hit_pct'):g} %) on re-read "
+                                                   f"data: DRAM traffic is {ratio:.2f}× minimal"))
+    # launch-shape and occupancy findings cost nothing when the variant already sits at a roofline
+    mem_frac, comp_frac = roofline_fractions(variant, shape, env)
+    at_limit = max(mem_frac or 0, comp_frac or 0) >= t("near_roofline_fraction")
+    sev = "info" if at_limit else "warn"
+    grid, waves, sms = m(k, "launch__grid_size"), m(k, WAVES), env.get("sm_count")
+    if grid is not None and sms and grid < sms:
+        out.append(Finding("launch__grid_size", f"{grid:,.0f} blocks",
+                           f"grid smaller than the {sms} SMs: {sms - grid:,.0f} SMs get no block", sev))
+    elif waves is not None and waves < t("low_waves"):
+        out.append(Finding(WAVES, f"{waves:.2f}", f"grid fills {waves:.0%} of one wave: each SM holds fewer "
+                                                  "blocks than it could (fewer warps to hide latency)", sev))
+    elif waves is not None and waves < t("tail_max_waves") and 0 < waves % 1 < t("tail_fraction"):
+        out.append(Finding(WAVES, f"{waves:.2f}", f"tail effect: the last of {int(waves) + 1} waves is "
+                                                  f"{waves % 1:.0%} full (< {t('tail_fraction'):.0%})", sev))
+    warps, lim = m(k, WARPS), occupancy_limiter(k)
+    if lim:
+        name, blocks, full = lim
+        theo = m(k, THEORETICAL)
+        theo_txt = "" if theo is None else f"; theoretical occupancy {theo:.1f} %"
+        ach_txt = "" if warps is None else f", achieved {warps:.1f} %"
+        out.append(Finding(f"launch__occupancy_limit_{name}", f"{blocks:g} blocks/SM",
+                           f"occupancy limited by {name.replace('_', ' ')}: {blocks:g} blocks/SM where the warp "
+                           f"slots allow {full:g}{theo_txt}{ach_txt}", sev))
+    elif warps is not None and warps < t("low_warps_active_pct"):
+        # with no resource limiter, low achieved occupancy comes from the grid, tail or stalls
+        out.append(Finding(WARPS, f"{warps:.1f} %", f"low achieved occupancy (< {t('low_warps_active_pct'):g} %) "
+                                                    "with no resource limiting resident blocks", sev))
     sm = m(k, SM)
-    frac = fraction_of_copy(variant, shape)
-    if sm is not None and sm < t("busy_pct") and frac is not None and frac >= t("near_copy_fraction"):
+    if sm is not None and sm < t("busy_pct") and mem_frac is not None and mem_frac >= t("near_roofline_fraction"):
         out.append(Finding(SM, f"{sm:.1f} %", f"SM utilisation under {t('busy_pct'):g} %, but the kernel runs at "
-                                              f"{frac:.0%} of copy bandwidth: it is at the memory limit"))
+                                              f"{mem_frac:.0%} of the memory roofline: it is at the memory "
+                                              "limit, more SM work would not help", "info"))
     return out
 
 

@@ -1,4 +1,4 @@
-"""`python -m pipeline {profile,report,list,config}`; the only place exceptions become exit codes."""
+"""`python -m pipeline {profile,report,gate,list,config}`; the only place exceptions become exit codes."""
 from __future__ import annotations
 
 import argparse
@@ -140,6 +140,17 @@ def cmd_config(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_gate(args: argparse.Namespace) -> int:
+    from pipeline import gate
+    cfg = _root(args)
+    if args.profiles_dir:
+        cfg = dataclasses.replace(cfg, profiles_dir=str(Path(args.profiles_dir).resolve()))
+    return gate.run(cfg, REPO, [Path(p).resolve() for p in args.results] or None, console=console,
+                    junit=Path(args.junit) if args.junit else None, ops=args.op, shapes=args.shape,
+                    suite=args.suite, variants=args.variant,
+                    baseline=Path(args.baseline).resolve() if args.baseline else None)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pipeline", description=__doc__)
     p.add_argument("--config", default="pipeline.yaml", help="root config file (default: pipeline.yaml)")
@@ -164,6 +175,18 @@ def parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list ops, shapes and variants")
     ls.add_argument("--op", action="append")
     ls.set_defaults(func=cmd_list)
+    gt = sub.add_parser("gate", help="judge stored results against targets (exit 0 met, 1 missed, 2 cannot judge)")
+    gt.add_argument("results", nargs="*", help="results.json files (default: all under profiles_dir)")
+    gt.add_argument("--op", action="append", help="only this op (repeatable)")
+    gt.add_argument("--shape", action="append", help="only this shape id (repeatable; default: op.yaml shapes)")
+    gt.add_argument("--suite", help="gate the op.yaml shape suite of this name instead of `shapes`")
+    gt.add_argument("--variant", action="append",
+                    help="gate this variant, file stem or full name (repeatable; default: targets.gate, else the "
+                         "recommended one per shape)")
+    gt.add_argument("--baseline", help="results.json or profiles folder to check regressions against (e.g. main's)")
+    gt.add_argument("--profiles-dir", help="read results here instead of profiles_dir")
+    gt.add_argument("--junit", help="also write JUnit XML here (one testcase per kernel × target)")
+    gt.set_defaults(func=cmd_gate)
     cf = sub.add_parser("config", help="print every config key as a Markdown table")
     cf.set_defaults(func=cmd_config)
     return p

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,6 +129,57 @@ class OpConfig:
         return self.shapes if suite is None else self.suites.get(suite, [])
 
 
+def _range(default: Any, doc: str, lo: float, hi: float, hint: str = "") -> Any:
+    """A field whose value must lie in [lo, hi]; a value outside is a ConfigError at its file:line."""
+    return field(default=default, metadata={"doc": doc, "range": (lo, hi, hint)})
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What `python -m pipeline gate` requires of a gated kernel (docs/gate.md). 0 turns a target off."""
+    sm_throughput_min: float = _range(
+        60.0, "% SM throughput (sm__throughput.avg.pct_of_peak_sustained_elapsed) a kernel must reach; "
+              "not applicable to memory- or launch-bound kernels unless sm_target_strict", 0, 100)
+    sm_target_strict: bool = _f(False, "apply sm_throughput_min to every kernel, memory- and launch-bound ones too")
+    memory_throughput_min: float = _range(
+        60.0, "% memory throughput (gpu__compute_memory_throughput.avg.pct_of_peak_sustained_elapsed) a "
+              "memory-bound kernel must reach", 0, 100)
+    roofline_fraction_min: float = _range(
+        0.0, "fraction of device-copy bandwidth (copy time of the op's minimal bytes / kernel time) a "
+             "memory-bound kernel must reach, e.g. 0.8", 0, 2, "a fraction: 0.8 means 80 %")
+    warps_active_min: float = _range(
+        0.0, "% achieved occupancy (sm__warps_active.avg.pct_of_peak_sustained_active), any kernel", 0, 100)
+    max_time_ms: float = _range(0.0, "largest event-timed median in ms, any kernel", 0, float("inf"))
+    max_regression: float = _range(
+        0.05, "with --baseline: fail when the median is slower by more than this fraction AND the "
+              "interquartile ranges do not overlap", 0, 1, "a fraction: 0.05 means 5 %")
+
+
+# Per-variant overrides: every Targets key, optional (unset keys inherit the op's targets).
+TargetOverride = dataclasses.make_dataclass(
+    "TargetOverride",
+    [(f.name, typing.Optional[typing.get_type_hints(Targets)[f.name]], field(default=None, metadata=f.metadata))
+     for f in dataclasses.fields(Targets)],
+    frozen=True)
+
+
+@dataclass(frozen=True)
+class GateConfig(Targets):
+    """The `targets:` section: Targets for every gated kernel, which variants to gate, per-variant overrides."""
+    gate: list[str] = _f([], "variants to gate (file stem or full name); empty means the recommended one per shape")
+    variants: dict[str, TargetOverride] = _f(  # type: ignore[valid-type]
+        {}, "per-variant overrides keyed by full name or file stem, e.g. {seed_2d_tiles: {max_time_ms: 100}}")
+
+    def for_variant(self, name: str, stem: str) -> Targets:
+        """The op's targets overlaid with the stem's, then the full name's overrides."""
+        base = Targets(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Targets)})
+        for key in (stem, name):
+            over = self.variants.get(key)
+            if over is not None:
+                base = dataclasses.replace(base, **{k: v for k, v in dataclasses.asdict(over).items() if v is not None})
+        return base
+
+
 @dataclass(frozen=True)
 class Config:
     kernels_dir: str = _f("kernels", "where ops live: kernels/<op>/reference.py + variants + op.yaml")
@@ -138,6 +190,7 @@ class Config:
     ncu: NcuConfig = _f(NcuConfig(), "Nsight Compute settings")
     worker: WorkerConfig = _f(WorkerConfig(), "GPU child process limits")
     op: OpConfig = _f(OpConfig(), "per-op settings; set in kernels/<op>/op.yaml (top level there)")
+    targets: GateConfig = _f(GateConfig(), "merge-gate targets (`python -m pipeline gate`, docs/gate.md)")
 
 
 # ---------------------------------------------------------------- validation
@@ -154,6 +207,11 @@ def _suggest(key: str, known: typing.Iterable[str]) -> str:
 def _convert(node: yaml.Node, tp: Any, path: Path, key: str) -> Any:
     """Build a value of type `tp` from a YAML node, or raise ConfigError naming file:line and key."""
     origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):       # Optional[X]: YAML null is None, else an X
+        if isinstance(node, yaml.ScalarNode) and yaml.safe_load(yaml.serialize(node)) is None:
+            return None
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         return _build(tp, node, path, key)
     if origin is list:
@@ -200,6 +258,10 @@ def _build(cls: type, node: yaml.Node, path: Path, prefix: str, base: Any = None
             values[key] = _build(hints[key], vnode, path, full, sub_base)
         else:
             values[key] = _convert(vnode, hints[key], path, full)
+        lo, hi, hint = next(f for f in dataclasses.fields(cls) if f.name == key).metadata.get("range", (None,) * 3)
+        if lo is not None and values[key] is not None and not lo <= values[key] <= hi:
+            raise ConfigError(f"{_where(path, vnode)}: '{full}' must be between {lo:g} and {hi:g}, got "
+                              f"{values[key]!r}" + (f" ({hint})" if hint else ""))
     if cls is Shape and values.get("dtype", "float32") not in DTYPES:
         raise ConfigError(f"{_where(path, node)}: '{prefix}.dtype' must be one of {', '.join(DTYPES)}")
     start = base if base is not None else cls()

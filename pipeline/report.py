@@ -1,27 +1,38 @@
-"""Render stored results as HTML: reports/index.html and one page per op.
+"""Render stored results as HTML: reports/index.html and one self-contained page per op.
 
-The templates receive only the plain view models defined here (documented field by field) and do
-no computing of their own: every number is formatted here, from the results file, and traceable to
-a measurement in it.
+The templates receive only the plain dataclasses defined here and do no computing of their own: every
+number is formatted here, from the results file, and traceable to a measurement in it (the page names
+the metric or timing behind each). Charts are SVG text from pipeline.charts, inlined.
 """
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup, escape
 
-from pipeline import analysis, recommend, results
+from pipeline import analysis, charts, recommend, results
+from pipeline.analysis import fmt_bytes
 
 
 def _ms(x: float | None) -> str:
-    return "—" if x is None else f"{x:.3f}" if x < 10 else f"{x:.2f}"
+    return "—" if x is None else f"{x:.4g}"
+
+
+def _num(x: float | None, spec: str) -> str:
+    return "—" if x is None else format(x, spec)
+
+
+def _bytes(x: float | None) -> str:
+    return "—" if not x else fmt_bytes(x)
 
 
 def _pct(x: float | None) -> str:
-    return "—" if x is None else f"{x:.1f}"
+    return _num(x, ".1f")
 
 
 def _ratio(x: float | None) -> str:
@@ -29,25 +40,57 @@ def _ratio(x: float | None) -> str:
 
 
 def _frac(x: float | None) -> str:
-    return "—" if x is None else f"{x:.0%}" if x < 10 else f"{x:.1f}×"
+    return "—" if x is None else f"{x:.0%}"
 
 
 def _dims(d: tuple[int, int, int] | None) -> str:
     return "—" if d is None else "(" + ", ".join(str(v) for v in d) + ")"
 
 
+def _sort(x: Any) -> str:
+    return "" if x is None else str(x)
+
+
+def _breakable(name: str) -> str:
+    """A variant name that may wrap after its commas (<wbr> adds no text); escaped here, so Markup."""
+    return Markup(str(escape(name)).replace(",", ",<wbr>"))
+
+
+def _faster(ratio: float | None, what: str) -> str:
+    if ratio is None:
+        return f"no {what} time"
+    return f"{ratio:.2f}× faster than {what}" if ratio >= 1 else f"{1 / ratio:.2f}× slower than {what}"
+
+
+@dataclass
+class Cell:
+    text: str
+    sort: str                   # raw value the inline sort script uses ("" sorts last)
+    cls: str = ""
+    title: str = ""             # tooltip: the metric or rule behind the value
+
+
+@dataclass
+class Column:
+    label: str
+    title: str                  # the metric / timing it shows
+    left: bool = False          # text column
+
+
 @dataclass
 class VariantRow:
-    """One variant at one shape: every cell already formatted; `*_raw` fields are for sorting."""
+    """One variant at one shape. The page shows `cells` and `findings`; the named fields are the same
+    values for the CLI summary and pipeline/export.py."""
     name: str
     layout: str
+    family: str
     status: str
     error: str
     baseline: bool
     recommended: bool
     tied: bool
     median_ms: str
-    spread_ms: str            # interquartile range p25–p75
+    spread_ms: str              # p25–p75
     median_raw: float | None
     frac_copy: str
     vs_baseline: str
@@ -62,22 +105,68 @@ class VariantRow:
     bound: str
     bound_rule: str
     ncu_status: str
+    css: str                    # row class: rec, tie, bad, unsupported
+    cells: list[Cell]
     findings: list[analysis.Finding] = field(default_factory=list)
 
 
 @dataclass
+class Stat:
+    label: str
+    value: str
+    detail: str                 # how it was computed, from which measurements
+
+
+@dataclass
+class FamilyRank:
+    family: str
+    best: str
+    median_ms: str
+    vs_winner: str
+
+
+@dataclass
+class Headline:
+    name: str
+    name_wrap: str              # Markup: the escaped name, breakable after its commas
+    family: str
+    layout: str
+    grid: str
+    block: str
+    median_ms: str
+    spread_ms: str
+    vs_baseline: str
+    baseline: str
+    vs_reference: str
+    frac_copy: str
+    frac_roofline: str
+    summary: str                # the answer in one line, under the name
+    stats: list[Stat]
+    bound: str
+    bound_rule: str
+    ties: list[str]
+    families: list[FamilyRank]
+    runner_up: str              # the best other layout family and how far behind it is
+    findings: list[analysis.Finding]
+
+    def __getitem__(self, key: str) -> str:
+        return getattr(self, key)       # pipeline/cli.py reads headline["name"] etc.
+
+
+@dataclass
 class ShapeView:
-    """One shape of an op: the headline (recommendation) first, then every variant."""
     id: str
+    anchor: str
     params: str
     dtype: str
-    min_bytes: str
-    copy_ms: str
-    copy_gbs: str
-    reference_ms: str
-    headline: dict[str, str] | None        # None when no variant is correct
+    facts: list[tuple[str, str]]
+    headline: Headline | None           # None when no variant is correct
     ties: list[str]
+    charts: list[charts.Chart]
+    columns: list[Column]
     rows: list[VariantRow]
+    counts: str
+    families: list[tuple[str, str]]     # layout family -> its LAYOUT text
     ncu_status: str
     ncu_message: str
     ncu_command: str
@@ -91,10 +180,16 @@ class ShapeView:
 @dataclass
 class OpPage:
     op: str
-    description: str
-    replay_note: str                       # empty when the data was measured in this run
+    replay_note: str                    # empty when the data was measured in this run
+    gpu: str
+    created: str
     environment: list[tuple[str, str]]
+    commands: list[tuple[str, str]]     # (shape, exact ncu argv joined)
+    thresholds: list[tuple[str, str, str]]
+    glossary: list[Column]
     results_href: str
+    results_name: str                   # the results file under its profiles folder
+    sweep_chart: charts.Chart | None
     shapes: list[ShapeView]
     filename: str
 
@@ -102,74 +197,170 @@ class OpPage:
 @dataclass
 class IndexPage:
     replay_note: str
-    ops: list[dict[str, str]]
+    ops: list[OpPage]
 
 
-def _row(v: dict[str, Any], shape: dict[str, Any], rec: recommend.Recommendation | None,
-         base_ms: float | None) -> VariantRow:
+COLUMNS = [
+    Column("variant", "name from the kernel file (stem and CONFIGS entry)", True),
+    Column("status", "verification result; the reason when not ok", True),
+    Column("median ms", "CUDA-event median per call, L2 flushed before each repeat"),
+    Column("IQR ms", "p25–p75 of the timed repeats"),
+    Column("vs fastest", "median ÷ the fastest correct variant's median, as % slower"),
+    Column("of copy", "device copy time of the minimal bytes ÷ median"),
+    Column("vs baseline", "baseline median ÷ median"),
+    Column("SM %", analysis.SM), Column("mem %", f"max of {analysis.MEM} and {analysis.DRAM}"),
+    Column("occupancy %", f"achieved / theoretical: {analysis.WARPS} / {analysis.THEORETICAL}"),
+    Column("L2 hit %", analysis.L2_HIT),
+    Column("DRAM ÷ min", f"({analysis.READ} + {analysis.WRITE}, all kernels) ÷ min_bytes"),
+    Column("grid", "launch__grid_dim_{x,y,z}"), Column("block", "launch__block_dim_{x,y,z}"),
+    Column("waves", analysis.WAVES),
+    Column("regs / spills", "launch__registers_per_thread / Triton n_spills summed over the variant's kernels"),
+    Column("bound", "classification; hover for the rule that decided", True),
+]
+FINDINGS_NOTE = "findings (under each variant) name the metric and value that triggered them"
+
+
+def _row(v: dict[str, Any], shape: dict[str, Any], env: dict[str, Any], rec: recommend.Recommendation | None,
+         base_ms: float | None, best_ms: float | None) -> VariantRow:
     k = analysis.dominant_kernel(v)
-    t = v.get("timing")
-    bound = analysis.classify(v) if k else None
+    tm = v.get("timing")
+    med = tm["median_ms"] if tm else None
+    bound = analysis.classify(v, shape, env) if k else None
     compiled = v.get("compiled") or []
-    regs = analysis.m(k, "launch__registers_per_thread")
+    spills = sum(c.get("n_spills") or 0 for c in compiled) if compiled else None
+    met = {n: analysis.m(k, n) for n in (analysis.SM, analysis.DRAM, analysis.WARPS, analysis.THEORETICAL,
+                                         analysis.L2_HIT, analysis.WAVES, "launch__grid_size", "launch__block_size",
+                                         "launch__registers_per_thread")}
+    mem = analysis.memory_pct(k)
+    moved, mb = analysis.dram_bytes(v), shape.get("min_bytes")
+    excess = moved / mb if moved is not None and mb else None
+    grid, block = recommend.launch_dims(v, "grid"), recommend.launch_dims(v, "block")
+    ncu_status = (v.get("ncu") or {}).get("status", "")
+    status = v["status"] + (f" · ncu {ncu_status}" if v["status"] == "ok" and ncu_status not in ("ok", "") else "")
+    is_rec = bool(rec and rec.variant["name"] == v["name"])
+    tied = bool(rec and v["name"] in rec.ties)
+    vs_base = base_ms / med if med and base_ms else None
+    vs_best = med / best_ms if med and best_ms else None
+    frac = analysis.fraction_of_copy(v, shape)
+    name = v["name"] + (" (baseline)" if v.get("baseline") else "")
+    cells = [
+        Cell(_breakable(name), v["name"], "l", v.get("layout", "")),
+        Cell(status, v["status"], "l"),
+        Cell(_ms(med), _sort(med)),
+        Cell(f"{_ms(tm['p25_ms'])}–{_ms(tm['p75_ms'])}" if tm else "—", _sort(tm and tm["p75_ms"] - tm["p25_ms"]),
+             title=f"{tm['reps']} repeats" if tm else ""),
+        Cell(charts.behind(vs_best) if vs_best else "—", _sort(vs_best)),
+        Cell(_frac(frac), _sort(frac)), Cell(_ratio(vs_base), _sort(vs_base)),
+        Cell(_pct(met[analysis.SM]), _sort(met[analysis.SM])), Cell(_pct(mem), _sort(mem)),
+        Cell(f"{_pct(met[analysis.WARPS])} / {_pct(met[analysis.THEORETICAL])}", _sort(met[analysis.WARPS])),
+        Cell(_pct(met[analysis.L2_HIT]), _sort(met[analysis.L2_HIT])),
+        Cell(_ratio(excess), _sort(excess), title="" if moved is None else fmt_bytes(moved)),
+        Cell(_dims(grid).replace(" ", ""), _sort(met["launch__grid_size"]), "nw"),
+        Cell(_dims(block).replace(" ", ""), _sort(met["launch__block_size"]), "nw"),
+        Cell(_num(met[analysis.WAVES], ".2f"), _sort(met[analysis.WAVES])),
+        Cell(f"{_num(met['launch__registers_per_thread'], '.0f')} / {_num(spills, 'd')}",
+             _sort(met["launch__registers_per_thread"])),
+        Cell(bound.label if bound else "—", bound.kind if bound else "", "l", bound.rule if bound else ""),
+    ]
+    css = ("rec" if is_rec else "tie" if tied else "unsupported" if v["status"] == "unsupported"
+           else "bad" if v["status"] != "ok" else "")
     return VariantRow(
-        name=v["name"], layout=v.get("layout", ""), status=v["status"], error=v.get("error", "") or "",
-        baseline=bool(v.get("baseline")), recommended=bool(rec and rec.variant["name"] == v["name"]),
-        tied=bool(rec and v["name"] in rec.ties),
-        median_ms=_ms(t and t["median_ms"]), spread_ms=f"{_ms(t['p25_ms'])}–{_ms(t['p75_ms'])}" if t else "—",
-        median_raw=t and t["median_ms"], frac_copy=_frac(analysis.fraction_of_copy(v, shape)),
-        vs_baseline=_ratio(base_ms / t["median_ms"]) if t and base_ms else "—",
-        sm_pct=_pct(analysis.m(k, analysis.SM)), warps_pct=_pct(analysis.m(k, analysis.WARPS)),
-        dram_pct=_pct(analysis.m(k, analysis.DRAM)),
-        grid_size="—" if analysis.m(k, "launch__grid_size") is None else f"{analysis.m(k, 'launch__grid_size'):,}",
-        grid=_dims(recommend.launch_dims(v, "grid")), block=_dims(recommend.launch_dims(v, "block")),
-        regs="—" if regs is None else str(int(regs)),
-        spills="—" if not compiled else str(sum(c.get("n_spills") or 0 for c in compiled)),
-        bound=bound.kind if bound else "—", bound_rule=bound.rule if bound else "",
-        ncu_status=(v.get("ncu") or {}).get("status", "—"),
-        findings=analysis.findings(v, shape, {}) if k else [])
+        name=v["name"], layout=v.get("layout", ""), family=v.get("stem", v["name"]), status=v["status"],
+        error=v.get("error") or "", baseline=bool(v.get("baseline")), recommended=is_rec, tied=tied,
+        median_ms=_ms(med), spread_ms=cells[3].text, median_raw=med, frac_copy=_frac(frac),
+        vs_baseline=_ratio(vs_base), sm_pct=_pct(met[analysis.SM]), warps_pct=_pct(met[analysis.WARPS]),
+        dram_pct=_pct(met[analysis.DRAM]), grid_size=_num(met["launch__grid_size"], ",.0f"), grid=_dims(grid),
+        block=_dims(block), regs=_num(met["launch__registers_per_thread"], ".0f"), spills=_num(spills, "d"),
+        bound=cells[-1].text, bound_rule=cells[-1].title, ncu_status=ncu_status or "—", css=css, cells=cells,
+        findings=analysis.findings(v, shape, env))
 
 
-def shape_view(shape: dict[str, Any], env: dict[str, Any], results_dir: Path, reports_dir: Path) -> ShapeView:
+def _headline(shape: dict[str, Any], env: dict[str, Any], rec: recommend.Recommendation) -> Headline:
+    v, tm = rec.variant, rec.variant["timing"]
+    roof = analysis.roofline(shape, env)
+    mem_frac, comp_frac = analysis.roofline_fractions(v, shape, env)
+    copy = (shape.get("copy") or {}).get("timing")
+    ref = (shape.get("reference") or {}).get("timing")
+    base = next((x for x in recommend.ranked(shape) if x.get("baseline")), None)
+    bound = analysis.classify(v, shape, env)
+    med = _ms(rec.median_ms)
+    stats = [
+        Stat("time", f"{med} ms", f"median of {tm['reps']} CUDA-event repeats, IQR "
+                                  f"{_ms(tm['p25_ms'])}–{_ms(tm['p75_ms'])} ms"),
+        Stat("vs baseline", _ratio(rec.speedup_vs_baseline),
+             f"{rec.baseline}: {_ms(base['timing']['median_ms'])} ms ÷ {med} ms" if base else "no correct baseline"),
+        Stat("vs torch eager", _ratio(rec.speedup_vs_reference),
+             f"reference {_ms(ref['median_ms'])} ms ÷ {med} ms" if ref else "reference not timed"),
+        Stat("memory roofline", _frac(mem_frac), f"{roof.memory_basis} = {_ms(roof.memory_ms)} ms; ÷ {med} ms"
+             if roof.memory_ms else roof.memory_basis),
+        Stat("of device copy", _frac(rec.fraction_of_copy),
+             f"copy of the minimal bytes at this shape: {_ms(copy['median_ms'])} ms ÷ {med} ms" if copy
+             else "copy not timed"),
+        Stat("compute roofline", _frac(comp_frac) if comp_frac is not None else "n/a",
+             f"{roof.compute_basis} = {_ms(roof.compute_ms)} ms; ÷ {med} ms" if roof.compute_ms
+             else roof.compute_basis.removeprefix("n/a (").removesuffix(")")),
+    ]
+    best: dict[str, dict[str, Any]] = {}
+    for x in recommend.ranked(shape):
+        best.setdefault(x.get("stem", x["name"]), x)
+    fams = [FamilyRank(f, x["name"], _ms(x["timing"]["median_ms"]),
+                       "winner" if x is v else charts.behind(x["timing"]["median_ms"] / rec.median_ms))
+            for f, x in best.items()]
+    roof_txt = f"at {_frac(mem_frac)} of the memory roofline" if mem_frac is not None else "memory roofline unknown"
+    summary = (f"{med} ms: {_faster(rec.speedup_vs_baseline, f'the baseline {rec.baseline}')}, "
+               f"{_faster(rec.speedup_vs_reference, 'torch eager')}, {roof_txt} "
+               f"({_frac(rec.fraction_of_copy)} of device copy); {bound.label}")
+    return Headline(
+        name=v["name"], name_wrap=_breakable(v["name"]), family=v.get("stem", v["name"]),
+        layout=v.get("layout", ""), grid=_dims(rec.grid), block=_dims(rec.block), median_ms=med, spread_ms=f"{_ms(tm['p25_ms'])}–{_ms(tm['p75_ms'])}",
+        vs_baseline=_ratio(rec.speedup_vs_baseline), baseline=rec.baseline or "—",
+        vs_reference=_ratio(rec.speedup_vs_reference), frac_copy=_frac(rec.fraction_of_copy),
+        frac_roofline=_frac(mem_frac), summary=summary, stats=stats, bound=bound.label, bound_rule=bound.rule,
+        ties=list(rec.ties), families=fams, findings=analysis.findings(v, shape, env),
+        runner_up=f"{fams[1].family} {fams[1].vs_winner}" if len(fams) > 1 else "—")
+
+
+def _href(base: Path, reports_dir: Path, name: str | None) -> str:
+    return os.path.relpath(base / name, reports_dir).replace(os.sep, "/") if name else ""
+
+
+def shape_view(shape: dict[str, Any], env: dict[str, Any], results_dir: Path, reports_dir: Path,
+               op: str = "", col: dict[str, str] | None = None, with_charts: bool = False) -> ShapeView:
     rec = recommend.recommend(shape)
-    base = [v for v in recommend.ranked(shape) if v.get("baseline")]
-    base_ms = base[0]["timing"]["median_ms"] if base else None
-    rows = [_row(v, shape, rec, base_ms) for v in shape["variants"]]
-    for r in rows:
-        r.findings = analysis.findings(next(v for v in shape["variants"] if v["name"] == r.name), shape, env)
+    order = recommend.ranked(shape)
+    base_ms = next((v["timing"]["median_ms"] for v in order if v.get("baseline")), None)
+    best_ms = order[0]["timing"]["median_ms"] if order else None
+    rows = [_row(v, shape, env, rec, base_ms, best_ms) for v in shape["variants"]]
     rows.sort(key=lambda r: (r.median_raw is None, r.median_raw or 0, r.name))
     copy = (shape.get("copy") or {}).get("timing")
     ref = (shape.get("reference") or {}).get("timing")
     mb = shape.get("min_bytes")
-    headline = None
-    if rec:
-        v = rec.variant
-        headline = {
-            "name": v["name"], "layout": v.get("layout", ""), "grid": _dims(rec.grid), "block": _dims(rec.block),
-            "median_ms": _ms(rec.median_ms),
-            "spread_ms": f"{_ms(v['timing']['p25_ms'])}–{_ms(v['timing']['p75_ms'])}",
-            "vs_baseline": _ratio(rec.speedup_vs_baseline), "baseline": rec.baseline or "—",
-            "vs_reference": _ratio(rec.speedup_vs_reference), "frac_copy": _frac(rec.fraction_of_copy),
-            "bound": analysis.classify(v).kind}
+    roof = analysis.roofline(shape, env)
+    facts = [("minimal bytes", _bytes(mb)),
+             ("device copy", "—" if not copy else f"{_ms(copy['median_ms'])} ms"
+              + (f" ({mb / copy['median_ms'] / 1e6:,.0f} GB/s)" if mb else "")),
+             ("torch eager", f"{_ms(ref['median_ms'])} ms" if ref else "—"),
+             ("memory roofline", f"{_ms(roof.memory_ms)} ms = {roof.memory_basis}" if roof.memory_ms
+              else roof.memory_basis),
+             ("compute roofline", f"{_ms(roof.compute_ms)} ms = {roof.compute_basis}" if roof.compute_ms
+              else roof.compute_basis)]
+    statuses = Counter(v["status"] for v in shape["variants"])
     ncu_rec = shape.get("ncu") or {}
-    rel = os.path.relpath(results_dir, reports_dir)
+    col = col or charts.colors([v.get("stem", v["name"]) for v in shape["variants"]])
     return ShapeView(
-        id=shape["id"], params=", ".join(f"{k}={v}" for k, v in (shape.get("params") or {}).items()) or "default",
-        dtype=shape.get("dtype", ""), min_bytes="—" if not mb else f"{mb / 1e9:.3f} GB",
-        copy_ms=_ms(copy and copy["median_ms"]),
-        copy_gbs="—" if not (copy and mb) else f"{mb / copy['median_ms'] / 1e6:,.0f} GB/s",
-        reference_ms=_ms(ref and ref["median_ms"]), headline=headline, ties=rec.ties if rec else [],
-        rows=rows, ncu_status=ncu_rec.get("status", "—"), ncu_message=ncu_rec.get("message", ""),
+        id=shape["id"], anchor="shape-" + results.slug(shape["id"]),
+        params=", ".join(f"{k}={v}" for k, v in (shape.get("params") or {}).items()) or "default",
+        dtype=shape.get("dtype", ""), facts=facts, headline=_headline(shape, env, rec) if rec else None,
+        ties=list(rec.ties) if rec else [], charts=charts.shape_charts(op, shape, rec, col) if with_charts else [],
+        columns=COLUMNS, rows=rows,
+        counts=f"{len(shape['variants'])} variants: " + ", ".join(f"{n} {s}" for s, n in statuses.items()),
+        families=list({v.get("stem", v["name"]): v.get("layout", "") for v in shape["variants"]}.items()),
+        ncu_status=ncu_rec.get("status", "—"), ncu_message=ncu_rec.get("message", ""),
         ncu_command=" ".join(ncu_rec.get("command", [])), ncu_passes=str(ncu_rec.get("passes") or "—"),
-        report_href=f"{rel}/{ncu_rec['report']}" if ncu_rec.get("report") else "",
-        log_href=f"{rel}/{ncu_rec['log']}" if ncu_rec.get("log") else "",
-        worker_log_href=f"{rel}/{shape['worker_log']}" if shape.get("worker_log") else "",
-        errors=shape.get("errors", []))
-
-
-ENV_KEYS = [("GPU", "gpu_name"), ("SMs", "sm_count"), ("L2 bytes", "l2_bytes"), ("compute capability",
-            "compute_capability"), ("driver", "driver"), ("CUDA", "cuda"), ("ncu", "ncu_version"),
-            ("torch", "torch"), ("triton", "triton"), ("python", "python"), ("host", "host")]
+        report_href=_href(results_dir, reports_dir, ncu_rec.get("report")),
+        log_href=_href(results_dir, reports_dir, ncu_rec.get("log")),
+        worker_log_href=_href(results_dir, reports_dir, shape.get("worker_log")),
+        errors=list(shape.get("errors", [])))
 
 
 def replay_note(doc: dict[str, Any]) -> str:
@@ -178,27 +369,52 @@ def replay_note(doc: dict[str, Any]) -> str:
             "not measured on this machine.")
 
 
+def _environment(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    env, shapes = doc["environment"], doc["shapes"]
+    ncu = env.get("ncu_settings") or {}
+    ceil = env.get("ceilings") or {}
+    copy = (ceil.get("timing") or {}).get("copy") or {}
+    rates = ", ".join(f"{k} {v:,.1f} TFLOP/s" for k, v in (ceil.get("matmul_tflops") or {}).items())
+    g = lambda key, d=env: "—" if d.get(key) in (None, "") else str(d[key])  # noqa: E731
+    return [
+        ("GPU", g("gpu_name")), ("SMs", g("sm_count")), ("L2", _bytes(env.get("l2_bytes"))),
+        ("memory", _bytes(env.get("memory_bytes"))), ("compute capability", g("compute_capability")),
+        ("driver", g("driver")), ("CUDA", g("cuda")), ("ncu", f"{g('ncu_version')} ({g('ncu_path')})"),
+        ("ncu replay mode", g("replay_mode", ncu)), ("ncu clock control", g("clock_control", ncu)),
+        ("ncu cache control", g("cache_control", ncu)),
+        ("ncu replay passes", ", ".join(f"{x['id']}: {(x.get('ncu') or {}).get('passes') or '—'}" for x in shapes)),
+        ("ncu metrics", ", ".join(ncu.get("metrics") or []) or "—"),
+        ("measured copy bandwidth", f"{ceil['copy_gbs']:,.0f} GB/s (copy of {_bytes(ceil.get('copy_bytes'))}, median "
+         f"{_ms(copy.get('median_ms'))} ms of {copy.get('reps', '?')} repeats)" if ceil.get("copy_gbs") else "—"),
+        ("measured matmul rate", (rates + f" (N = {ceil.get('matmul_n', '?')}, float32 precision "
+                                  f"{ceil.get('float32_matmul_precision', '?')})") if rates else "—"),
+        ("torch", g("torch")), ("triton", g("triton")), ("python", g("python")), ("host", g("host")),
+        ("results written", g("created", doc)),
+        ("shapes measured", ", ".join(f"{x['id']}: {x.get('measured_at', '—')}" for x in shapes))]
+
+
 def op_page(doc: dict[str, Any], path: Path, reports_dir: Path, replayed: bool) -> OpPage:
     env = doc["environment"]
-    settings = env.get("ncu_settings") or {}
-    env_rows = [(label, str(env.get(key, "—"))) for label, key in ENV_KEYS]
-    env_rows += [(f"ncu {k.replace('_', ' ')}", str(v)) for k, v in settings.items() if k != "metrics"]
-    env_rows.append(("recorded", doc.get("created", "—")))
-    return OpPage(op=doc["op"], description="", replay_note=replay_note(doc) if replayed else "",
-                  environment=env_rows, results_href=os.path.relpath(path, reports_dir),
-                  shapes=[shape_view(s, env, path.parent, reports_dir) for s in doc["shapes"]],
-                  filename=f"{results.slug(doc['op'])}.html")
+    col = charts.colors([v.get("stem", v["name"]) for s in doc["shapes"] for v in s["variants"]])
+    shapes = [shape_view(s, env, path.parent, reports_dir, doc["op"], col, True) for s in doc["shapes"]]
+    return OpPage(
+        op=doc["op"], replay_note=replay_note(doc) if replayed else "", gpu=str(env.get("gpu_name", "?")),
+        created=str(doc.get("created", "—")), environment=_environment(doc),
+        commands=[(s.id, s.ncu_command) for s in shapes if s.ncu_command],
+        thresholds=[(k, f"{v:g}", d) for k, (v, d) in analysis.THRESHOLDS.items()],
+        glossary=COLUMNS + [Column("findings", FINDINGS_NOTE)],
+        results_href=_href(path.parent, reports_dir, path.name), results_name="/".join(path.parts[-4:]),
+        sweep_chart=charts.sweep(doc, col), shapes=shapes, filename=f"{results.slug(doc['op'])}.html")
 
 
 def environment() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.PackageLoader("pipeline", "templates"),
-                             autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined,
-                             trim_blocks=True, lstrip_blocks=True)
-    return env
+    return jinja2.Environment(loader=jinja2.PackageLoader("pipeline", "templates"),
+                              autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined,
+                              trim_blocks=True, lstrip_blocks=True)
 
 
 def render(paths: list[Path], reports_dir: Path, replayed: bool) -> list[Path]:
-    """Write one page per results file plus the index; returns the files written."""
+    """Write one page per results file plus the index; returns the files written (index first)."""
     env = environment()
     pages = [op_page(results.load(p), p, reports_dir, replayed) for p in paths]
     written = []
@@ -206,13 +422,8 @@ def render(paths: list[Path], reports_dir: Path, replayed: bool) -> list[Path]:
         out = reports_dir / page.filename
         results.write_atomic(out, env.get_template("op.html").render(page=page))
         written.append(out)
-    index = IndexPage(
-        replay_note=pages[0].replay_note if pages and replayed else "",
-        ops=[{"op": p.op, "href": p.filename, "gpu": dict(p.environment).get("GPU", "?"),
-              "shapes": str(len(p.shapes)),
-              "best": "; ".join(f"{s.id}: {s.headline['name']} {s.headline['median_ms']} ms "
-                                f"({s.headline['frac_copy']} of copy)" for s in p.shapes if s.headline)}
-             for p in pages])
+    index = IndexPage(replay_note=pages[0].replay_note if pages and replayed else "",
+                      ops=pages)
     out = reports_dir / "index.html"
     results.write_atomic(out, env.get_template("index.html").render(page=index))
     return [out, *written]

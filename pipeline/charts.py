@@ -1,0 +1,332 @@
+"""The report's charts: matplotlib rendered offline to SVG text that the page inlines (no JS, no CDN).
+
+Output is deterministic (fixed hash salt per chart, no date, group ids stripped) so tests can compare
+it, and every id left is unique per chart so several charts can share one HTML page. Text goes in as
+<text> (svg.fonttype none): matplotlib XML-escapes it, and `$` is escaped here so a variant name is never
+read as mathtext. The drawing functions take plain Point records; shape_charts() and sweep() build
+them from a results record.
+"""
+from __future__ import annotations
+
+import io
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from markupsafe import Markup
+
+from pipeline import analysis, recommend
+
+LOG_RANGE = 10.0          # slowest/fastest above this: log time axis, else the close ones look equal
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+           "#bcbd22", "#17becf"]
+RC = {"svg.fonttype": "none", "font.size": 8, "font.family": "sans-serif",
+      "font.sans-serif": ["DejaVu Sans", "Liberation Sans", "Arial"], "axes.titlesize": 9,
+      "axes.spines.top": False, "axes.spines.right": False}
+
+
+@dataclass(frozen=True)
+class Point:
+    """One variant at one shape, as the charts need it (times in ms, percentages of peak)."""
+    name: str
+    family: str
+    status: str
+    median_ms: float | None
+    p25_ms: float | None
+    p75_ms: float | None
+    sm_pct: float | None
+    mem_pct: float | None
+    block_elems: float | None       # product of the config's BLOCK* values (block_elems below)
+    recommended: bool
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    shape: str
+    family: str
+    frac_copy: float                # device copy time / the family's best time at this shape
+    recommended: bool
+
+
+def colors(families: list[str]) -> dict[str, str]:
+    """Stable colour per layout family across every chart of an op."""
+    return {f: PALETTE[i % len(PALETTE)] for i, f in enumerate(sorted(set(families)))}
+
+
+def _t(text: str) -> str:
+    return text.replace("$", r"\$")     # a literal dollar, never mathtext
+
+
+def behind(ratio: float) -> str:
+    """How far a time is behind the fastest (ratio = time / fastest time)."""
+    return "fastest" if ratio == 1 else f"+{(ratio - 1) * 100:.1f} %" if ratio < 2 else f"{ratio:.1f}× slower"
+
+
+def _ms_label(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def _svg(fig: Figure, salt: str) -> str:
+    with matplotlib.rc_context({"svg.hashsalt": salt}):
+        buf = io.StringIO()
+        fig.savefig(buf, format="svg", bbox_inches="tight", pad_inches=0.05,
+                    metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
+    svg = buf.getvalue()
+    svg = svg[svg.index("<svg"):]                                   # drop the XML prolog and DOCTYPE
+    svg = re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.S)
+    svg = re.sub(r'<g id="[^"]*"', "<g", svg)                       # group labels repeat across charts
+    if "<script" in svg.lower():                                    # matplotlib escapes text; stay sure
+        raise ValueError("chart SVG contains a script element")
+    return svg.strip()
+
+
+def _log_if_wide(ax, values: list[float], axis: str) -> None:
+    vals = [v for v in values if v and v > 0]
+    if vals and max(vals) / min(vals) > LOG_RANGE:
+        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+        fmt = FuncFormatter(lambda v, _: _ms_label(v))
+        target = ax.xaxis if axis == "x" else ax.yaxis
+        target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))   # labels at 1-2-5 steps
+        target.set_major_formatter(fmt)
+        target.set_minor_formatter(NullFormatter())
+
+
+def _ordered(points: list[Point]) -> list[Point]:
+    """Families fastest-first (by their best variant), variants fastest-first, failed last in family."""
+    best = {}
+    for p in points:
+        if p.median_ms is not None:
+            best[p.family] = min(best.get(p.family, p.median_ms), p.median_ms)
+    fams = sorted({p.family for p in points}, key=lambda f: (f not in best, best.get(f, 0), f))
+    return sorted(points, key=lambda p: (fams.index(p.family), p.median_ms is None, p.median_ms or 0, p.name))
+
+
+def time_chart(points: list[Point], col: dict[str, str], copy_ms: float | None, eager_ms: float | None,
+               salt: str) -> str:
+    """Dot plot of the median time per variant, grouped by layout family, p25–p75 whiskers."""
+    pts = _ordered(points)
+    timed = [p for p in pts if p.median_ms is not None]
+    best = min((p.median_ms for p in timed), default=None)
+    with matplotlib.rc_context(RC):
+        fig = Figure(figsize=(9.5, 0.17 * len(pts) + 1.3))
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        ys = {p.name: len(pts) - 1 - i for i, p in enumerate(pts)}
+        for fam in dict.fromkeys(p.family for p in timed):
+            fp = [p for p in timed if p.family == fam]
+            ax.errorbar([p.median_ms for p in fp], [ys[p.name] for p in fp], fmt="o", ms=4, color=col[fam],
+                        xerr=[[p.median_ms - p.p25_ms for p in fp], [p.p75_ms - p.median_ms for p in fp]],
+                        elinewidth=1.2, capsize=2)
+        for p in timed:
+            if p.recommended:
+                ax.plot([p.median_ms], [ys[p.name]], marker="*", ms=13, color=col[p.family], mec="black",
+                        mew=0.8, ls="none", zorder=5)
+            ax.annotate(f"{_ms_label(p.median_ms)} ms  {behind(p.median_ms / best)}", (1.0, ys[p.name]),
+                        xycoords=("axes fraction", "data"),
+                        xytext=(4, 0), textcoords="offset points", va="center", fontsize=7,
+                        fontweight="bold" if p.recommended else "normal", annotation_clip=False)
+        for p in pts:
+            if p.median_ms is None:
+                ax.annotate(p.status, (0.0, ys[p.name]), xycoords=("axes fraction", "data"), xytext=(4, 0),
+                            textcoords="offset points", va="center", fontsize=7, color="#a32020")
+        fams = [p.family for p in pts]
+        for i in range(1, len(pts)):
+            if fams[i] != fams[i - 1]:
+                ax.axhline(len(pts) - i - 0.5, color="#cccccc", lw=0.6)
+        handles = [Line2D([], [], marker="*", ms=10, color="#777777", mec="black", ls="none", label="recommended")]
+        if copy_ms:
+            ax.axvline(copy_ms, color="#333333", ls="--", lw=1)
+            handles.append(Line2D([], [], color="#333333", ls="--", label=f"device copy of the minimal bytes "
+                                                                           f"({_ms_label(copy_ms)} ms)"))
+        if eager_ms:
+            ax.axvline(eager_ms, color="#888888", ls=":", lw=1.2)
+            handles.append(Line2D([], [], color="#888888", ls=":", label=f"torch eager ({_ms_label(eager_ms)} ms)"))
+        ax.set_yticks(range(len(pts)), [_t(p.name) for p in reversed(pts)], fontsize=7)
+        for lbl, p in zip(ax.get_yticklabels(), reversed(pts)):
+            lbl.set_color(col[p.family] if p.median_ms is not None else "#a32020")
+            if p.recommended:
+                lbl.set_fontweight("bold")
+        ax.set_ylim(-0.7, len(pts) - 0.3)
+        ax.set_xlabel("median time per call, ms (CUDA events; whiskers p25–p75)")
+        _log_if_wide(ax, [p.p25_ms for p in timed] + [p.p75_ms for p in timed] + [copy_ms or 0, eager_ms or 0], "x")
+        if ax.get_xscale() == "linear":
+            ax.set_xlim(left=0)
+        ax.grid(axis="x", color="#eeeeee", lw=0.6)
+        ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False,
+                  fontsize=7.5)
+        return _svg(fig, salt)
+
+
+def sol_chart(points: list[Point], col: dict[str, str], busy_pct: float, salt: str) -> str:
+    """Speed-of-light scatter: memory % (max of DRAM and memory-system throughput) against SM %."""
+    pts = [p for p in points if p.sm_pct is not None and p.mem_pct is not None]
+    with matplotlib.rc_context(RC):
+        fig = Figure(figsize=(5.4, 4.0))
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        b = busy_pct
+        # the classify() regions: memory wins ties with SM, both need busy_pct
+        ax.fill([0, b, 100, 0], [b, b, 100, 100], color="#dbe9f6", lw=0)
+        ax.fill([b, 100, 100, b], [0, 0, 100, b], color="#f8e3d0", lw=0)
+        ax.fill([0, b, b, 0], [0, 0, b, b], color="#eeeeee", lw=0)
+        ax.text(40, 97, "memory-bound", va="top", fontsize=7.5, color="#2b5d8a")
+        ax.text(98, 3, "compute-bound", ha="right", fontsize=7.5, color="#9a5a1c")
+        ax.text(b - 2, 3, "latency / occupancy", ha="right", fontsize=7.5, color="#555555")
+        for fam in sorted({p.family for p in pts}):
+            fp = [p for p in pts if p.family == fam]
+            ax.scatter([p.sm_pct for p in fp], [p.mem_pct for p in fp], s=16, color=col[fam], alpha=0.85,
+                       label=_t(fam), lw=0)
+        for p in pts:
+            if p.recommended:
+                ax.scatter([p.sm_pct], [p.mem_pct], s=150, marker="*", color=col[p.family], edgecolors="black",
+                           linewidths=0.8, zorder=5, label="recommended")
+        ax.set_xlim(0, 100)
+        ax.set_ylim(0, 100)
+        ax.set_xlabel("SM throughput, % of peak (sm__throughput)")
+        ax.set_ylabel("memory throughput, % of peak\n(max of dram__ and gpu__compute_memory_)")
+        if pts:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=7)
+        return _svg(fig, salt)
+
+
+def block_chart(points: list[Point], col: dict[str, str], copy_ms: float | None, salt: str) -> str:
+    """Time against tile size (product of BLOCK* config values), one line per family through its
+    fastest variant at each size; variants sharing a size (num_warps differs) show as stacked dots."""
+    pts = [p for p in points if p.block_elems and p.median_ms is not None]
+    with matplotlib.rc_context(RC):
+        fig = Figure(figsize=(5.4, 4.0))
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        for fam in sorted({p.family for p in pts}):
+            fp = [p for p in pts if p.family == fam]
+            xs = sorted({p.block_elems for p in fp})
+            ax.plot(xs, [min(p.median_ms for p in fp if p.block_elems == x) for x in xs], "-", color=col[fam],
+                    lw=1.2, label=_t(fam))
+            ax.plot([p.block_elems for p in fp], [p.median_ms for p in fp], "o", ms=3.5, color=col[fam])
+        for p in pts:
+            if p.recommended:
+                ax.plot([p.block_elems], [p.median_ms], marker="*", ms=13, color=col[p.family], mec="black",
+                        mew=0.8, ls="none", zorder=5, label="recommended")
+        if copy_ms:
+            ax.axhline(copy_ms, color="#333333", ls="--", lw=1, label="device copy")
+        if pts:
+            ax.set_xscale("log", base=2)
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        _log_if_wide(ax, [p.median_ms for p in pts] + [copy_ms or 0], "y")
+        ax.set_xlabel("tile elements per program (product of BLOCK* config values)")
+        ax.set_ylabel("median time, ms")
+        ax.grid(color="#eeeeee", lw=0.6)
+        if pts or copy_ms:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=7)
+        return _svg(fig, salt)
+
+
+def sweep_chart(points: list[SweepPoint], shapes: list[str], col: dict[str, str], salt: str) -> str:
+    """Per shape, each family's best variant as a fraction of device-copy speed; the winner starred."""
+    with matplotlib.rc_context(RC):
+        fig = Figure(figsize=(9.5, 3.4))
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        xs = {s: i for i, s in enumerate(shapes)}
+        for fam in sorted({p.family for p in points}):
+            fp = sorted((p for p in points if p.family == fam), key=lambda p: xs[p.shape])
+            ax.plot([xs[p.shape] for p in fp], [p.frac_copy for p in fp], "-o", ms=4, lw=0.8, alpha=0.9,
+                    color=col[fam], label=_t(fam))
+        for p in points:
+            if p.recommended:
+                ax.plot([xs[p.shape]], [p.frac_copy], marker="*", ms=14, color=col[p.family], mec="black",
+                        mew=0.8, ls="none", zorder=5)
+        ax.axhline(1.0, color="#333333", ls="--", lw=1)
+        ax.set_xticks(range(len(shapes)), [_t(s) for s in shapes])
+        top = max([p.frac_copy for p in points] + [1.0])
+        ax.set_ylim(0, top * 1.08)
+        ax.set_ylabel("device copy time ÷ time\n(1.0 = copy speed)")
+        ax.grid(axis="y", color="#eeeeee", lw=0.6)
+        ax.legend(handles=ax.get_legend_handles_labels()[0] + [
+            Line2D([], [], marker="*", ms=10, color="#777777", mec="black", ls="none", label="recommended"),
+            Line2D([], [], color="#333333", ls="--", label="device copy speed")],
+            loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=7)
+        return _svg(fig, salt)
+
+
+# ---------------------------------------------------------------- from a results record to charts
+
+@dataclass
+class Chart:
+    title: str
+    caption: str
+    svg: str                    # Markup: matplotlib SVG, text already escaped by matplotlib
+
+
+def block_elems(config: dict[str, Any]) -> float | None:
+    """The tile a config sets: product of its values whose key starts with BLOCK (C_PAD etc. excluded)."""
+    vals = [v for k, v in (config or {}).items() if k.upper().startswith("BLOCK") and isinstance(v, (int, float))]
+    return float(math.prod(vals)) if vals else None
+
+
+def _points(shape: dict[str, Any], rec: recommend.Recommendation | None) -> list[Point]:
+    out = []
+    for v in shape["variants"]:
+        tm, k = v.get("timing") if v["status"] == "ok" else None, analysis.dominant_kernel(v)
+        out.append(Point(
+            name=v["name"], family=v.get("stem", v["name"]), status=v["status"],
+            median_ms=tm and tm["median_ms"], p25_ms=tm and tm["p25_ms"], p75_ms=tm and tm["p75_ms"],
+            sm_pct=analysis.m(k, analysis.SM), mem_pct=analysis.memory_pct(k),
+            block_elems=block_elems(v.get("config") or {}), recommended=bool(rec and rec.variant is v)))
+    return out
+
+
+def shape_charts(op: str, shape: dict[str, Any], rec: recommend.Recommendation | None,
+                 col: dict[str, str]) -> list[Chart]:
+    """The three charts of one shape, from its results record, with captions saying what each shows."""
+    pts = _points(shape, rec)
+    copy = ((shape.get("copy") or {}).get("timing") or {}).get("median_ms")
+    eager = ((shape.get("reference") or {}).get("timing") or {}).get("median_ms")
+    salt = f"{op}/{shape['id']}"
+    busy = analysis.t("busy_pct")
+    no_block = sorted({p.family for p in pts if p.block_elems is None})
+    return [
+        Chart("Time per variant, grouped by layout family",
+              "Dot: median per call over CUDA-event repeats (L2 flushed); whiskers p25–p75; ★ recommended. "
+              "Dashed line: device copy of the op's minimal bytes at this shape (the memory floor); dotted: torch "
+              f"eager. Log axis when the slowest is over {LOG_RANGE:g}× the fastest. Right: each time and "
+              "its distance from the fastest. Failed and unsupported variants are listed with their status.",
+              Markup(time_chart(pts, col, copy, eager, salt + "/time"))),
+        Chart("Speed of light (ncu)",
+              "Each variant's dominant kernel (longest ncu duration), under ncu's base clocks. Regions: the "
+              f"busy_pct = {busy:g} % rule of the bound classification. Launch-bound is decided by duration and "
+              "the roofline position by CUDA-event time, so neither is a region here.",
+              Markup(sol_chart(pts, col, busy, salt + "/sol"))),
+        Chart("Time against tile size",
+              "x: product of the variant's BLOCK* config values (elements of the tile one program handles per "
+              "step; C_PAD, fixed by the shape, is excluded). Line: the family's fastest variant at each size; "
+              "other dots at the same size differ in num_warps or split. "
+              + (f"Not drawn (no BLOCK* config): {', '.join(no_block)}." if no_block else ""),
+              Markup(block_chart(pts, col, copy, salt + "/block"))),
+    ]
+
+
+def sweep(doc: dict[str, Any], col: dict[str, str]) -> Chart | None:
+    """How the best of each layout family moves across the op's shapes (None for a single shape)."""
+    pts = []
+    for shape in doc["shapes"]:
+        rec, copy = recommend.recommend(shape), (shape.get("copy") or {}).get("timing")
+        seen = set()
+        for v in recommend.ranked(shape):          # fastest first: the first of a family is its best
+            fam = v.get("stem", v["name"])
+            if copy and fam not in seen:
+                seen.add(fam)
+                pts.append(SweepPoint(shape["id"], fam, copy["median_ms"] / v["timing"]["median_ms"],
+                                             bool(rec and rec.variant is v)))
+    if len(doc["shapes"]) < 2 or not pts:
+        return None
+    svg = sweep_chart(pts, [s["id"] for s in doc["shapes"]], col, f"{doc['op']}/sweep")
+    return Chart("Best variant of each layout family, per shape",
+                 "Device copy time of the shape's minimal bytes ÷ the family's fastest correct variant "
+                 "(1.0 = copy speed); ★ the recommended variant of the shape.", Markup(svg))

@@ -1,0 +1,445 @@
+"""`python -m pipeline gate`: judge stored results against targets, in the spirit of `coverage --fail-under`.
+
+Reads only results files, so it needs no GPU. Exit 0: every target met; 1: a target missed or a
+regression; 2: the gate could not judge (no, corrupt, stale or incomplete results, profiling failed,
+counters unavailable, a metric missing, no correct variant) — never a silent pass. Every verdict compares
+the rounded figure it prints (`SM 9.3 % < 60 %`). Targets, the bound-aware rule and the regression rule:
+docs/gate.md.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from pipeline import analysis, recommend, results
+from pipeline.config import Config, Shape, Targets, load_op
+from pipeline.errors import ExitCode, ResultsError
+
+PASS, FAIL, NA, ERROR = "pass", "FAIL", "n/a", "cannot judge"
+STYLE = {PASS: "green", FAIL: "bold red", NA: "dim", ERROR: "bold yellow"}
+COUNTERS = ("sm_throughput_min", "memory_throughput_min", "roofline_fraction_min", "warps_active_min")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One row of the verdict: a gated kernel (or a whole results file) × one target."""
+    file: str
+    op: str
+    shape: str
+    variant: str
+    target: str
+    value: str
+    verdict: str
+    reason: str
+    bound: str = ""
+
+
+def _rel(p: Path | str) -> str:
+    return os.path.relpath(p, Path.cwd())
+
+
+@functools.lru_cache(maxsize=None)
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _shown(value: float, digits: str = ".1f") -> float:
+    """The value as printed: verdicts compare this, so they always agree with the table."""
+    return float(format(value, digits))
+
+
+def _profile_hint(op: str, shape: str) -> str:
+    return f"re-run `make profile ARGS='--op {op} --shape {shape}'`"
+
+
+def _ms(value: float) -> float:
+    return _shown(value, ".4g")
+
+
+def _compare(old: dict[str, Any], cur: dict[str, Any]) -> tuple[float, bool, bool, str]:
+    """Median change in % and whether cur's IQR lies above / below old's, all as printed; the median text."""
+    change = _shown((cur["median_ms"] / old["median_ms"] - 1) * 100)
+    above, below = _ms(cur["p25_ms"]) > _ms(old["p75_ms"]), _ms(cur["p75_ms"]) < _ms(old["p25_ms"])
+    return change, above, below, f"median {_ms(old['median_ms']):g} → {_ms(cur['median_ms']):g} ms ({change:+.1f} %)"
+
+
+# ---------------------------------------------------------------- one kernel's targets
+
+class _Kernel:
+    """Judges one gated variant at one shape; each method returns a Check."""
+
+    def __init__(self, ctx: dict[str, Any], variant: dict[str, Any], shape: dict[str, Any], t: Targets) -> None:
+        self.ctx, self.v, self.shape, self.t = ctx, variant, shape, t
+        self.k = analysis.dominant_kernel(variant)
+        ok = (variant.get("ncu") or {}).get("status") == "ok"
+        self.bound = analysis.classify(variant, shape, ctx["env"]) if ok else None
+
+    def row(self, target: str, value: str, verdict: str, reason: str) -> Check:
+        return Check(self.ctx["file"], self.ctx["op"], self.shape["id"], self.v["name"], target, value, verdict,
+                     reason, self.bound.kind if self.bound else "")
+
+    def metric(self, target: str, name: str, label: str, minimum: float) -> Check:
+        value = analysis.m(self.k, name)
+        if value is None:
+            listed = ", ".join((self.k or {}).get("missing") or []) or "none"
+            return self.row(target, "—", ERROR, f"metric {name} missing from ncu kernel {(self.k or {}).get('name')} "
+                                                f"(metrics ncu did not report: {listed}); add it to ncu.metrics and "
+                                                + _profile_hint(self.ctx["op"], self.shape["id"]))
+        shown = _shown(value)
+        ok = shown >= minimum
+        return self.row(target, f"{shown:.1f} %", PASS if ok else FAIL,
+                        f"{label} {shown:.1f} % {'≥' if ok else '<'} {minimum:g} %")
+
+    def not_memory(self, target: str) -> Check:
+        return self.row(target, "—", NA, f"not applicable: {self.bound.kind}; memory targets judge memory-bound "
+                                         "kernels only")
+
+    def sm(self) -> Check:
+        target = f"sm_throughput_min ≥ {self.t.sm_throughput_min:g} %"
+        kind = self.bound.kind
+        if kind in ("memory-bound", "launch-bound") and not self.t.sm_target_strict:
+            if kind == "memory-bound":
+                dram = analysis.m(self.k, analysis.DRAM)
+                at = f"{dram:.1f} % DRAM" if dram is not None else f"{analysis.m(self.k, analysis.MEM):.1f} % memory"
+                why = f"memory-bound at {at}, judged by the memory targets instead"
+            else:
+                why = f"launch-bound ({self.bound.rule}), judge it by max_time_ms"
+            sm = analysis.m(self.k, analysis.SM)
+            return self.row(target, f"{sm:.1f} %" if sm is not None else "—", NA,
+                            f"not applicable: {why} (sm_target_strict: true applies it anyway)")
+        return self.metric(target, analysis.SM, "SM", self.t.sm_throughput_min)
+
+    def memory(self) -> Check:
+        target = f"memory_throughput_min ≥ {self.t.memory_throughput_min:g} %"
+        if self.bound.kind != "memory-bound":
+            return self.not_memory(target)
+        return self.metric(target, analysis.MEM, "memory throughput", self.t.memory_throughput_min)
+
+    def roofline(self) -> Check:
+        minimum = round(self.t.roofline_fraction_min * 100, 6)
+        target = f"roofline_fraction_min ≥ {minimum:g} % of copy"
+        if self.bound.kind != "memory-bound":
+            return self.not_memory(target)
+        frac = analysis.fraction_of_copy(self.v, self.shape)
+        if frac is None:
+            return self.row(target, "—", ERROR, f"no device-copy timing at shape {self.shape['id']}: the fraction of "
+                                                "copy bandwidth is unknown; " + _profile_hint(self.ctx["op"], self.shape["id"]))
+        shown = _shown(frac * 100)
+        ok = shown >= minimum
+        return self.row(target, f"{shown:.1f} %", PASS if ok else FAIL,
+                        f"{shown:.1f} % of device-copy bandwidth {'≥' if ok else '<'} {minimum:g} %")
+
+    def time(self) -> Check:
+        target = f"max_time_ms ≤ {self.t.max_time_ms:g} ms"
+        shown = _shown(self.v["timing"]["median_ms"], ".4g")
+        ok = shown <= self.t.max_time_ms
+        return self.row(target, f"{shown:g} ms", PASS if ok else FAIL,
+                        f"median {shown:g} ms {'≤' if ok else '>'} {self.t.max_time_ms:g} ms")
+
+    def regression(self, base: dict[str, Any] | None, why_none: str, old_shape: dict[str, Any] | None) -> Check:
+        limit = round(self.t.max_regression * 100, 6)
+        target = f"max_regression ≤ +{limit:g} %"
+        if base is None:
+            return self.row(target, "—", ERROR if why_none.startswith("!") else NA, why_none.lstrip("!"))
+        moved = []      # the controls: copy and torch eager, the same code in both runs
+        for key, label in (("copy", "device copy"), ("reference", "torch eager")):
+            old_t, cur_t = (old_shape.get(key) or {}).get("timing"), (self.shape.get(key) or {}).get("timing")
+            if old_t and cur_t:
+                change, above, below, text = _compare(old_t, cur_t)
+                if abs(change) > limit and (above or below):
+                    moved.append(f"{label} {text}, interquartile ranges apart")
+        if moved:
+            return self.row(target, "—", ERROR,
+                            f"baseline not comparable: the controls moved at shape {self.shape['id']}: "
+                            f"{'; '.join(moved)}; the conditions (runner, clocks, load) differ, so a change of "
+                            "this kernel cannot be told from them: record the baseline on the same runner")
+        cur, old = self.v["timing"], base["timing"]
+        change, above, _, text = _compare(old, cur)
+        text += (f", p25 {_ms(cur['p25_ms']):g} {'>' if above else '≤'} baseline p75 {_ms(old['p75_ms']):g} ms "
+                 f"({cur['reps']} vs {old['reps']} reps)")
+        if change > limit and above:
+            return self.row(target, f"{change:+.1f} %", FAIL, f"regression: {text}: > +{limit:g} % and the "
+                                                            "interquartile ranges do not overlap")
+        if change > limit:
+            return self.row(target, f"{change:+.1f} %", PASS, f"noise: {text}: > +{limit:g} %, but the "
+                                                            "interquartile ranges overlap")
+        return self.row(target, f"{change:+.1f} %", PASS, f"{text}: ≤ +{limit:g} %")
+
+    def judge(self, fresh: Check, baseline: tuple[Any, str, Any] | None) -> list[Check]:
+        rows = [fresh]
+        if fresh.verdict == ERROR:
+            return rows
+        t, ncu = self.t, self.v.get("ncu") or {}
+        counters = [k for k in COUNTERS if getattr(t, k) > 0]
+        if counters and self.bound is None:
+            status = ncu.get("status", "missing")
+            how = (" Counters unavailable: " if status == "permission-denied" else " ") + (ncu.get("error") or "")
+            log = (self.shape.get("ncu") or {}).get("log")
+            rows.append(self.row("ncu profile", status, ERROR,
+                                 f"profiling {status}: no ncu metrics for {', '.join(counters)}.{how.rstrip()}"
+                                 + (f" (log: {log})" if log else "") + f"; then {_profile_hint(self.ctx['op'], self.shape['id'])}"))
+        elif counters and self.bound.kind == "unknown" and (t.memory_throughput_min or t.roofline_fraction_min):
+            rows.append(self.row("bound", "—", ERROR, f"cannot classify the kernel: {self.bound.rule}"))
+            counters = [k for k in counters if k in ("sm_throughput_min", "warps_active_min")]
+        if self.bound is not None:
+            if "sm_throughput_min" in counters:
+                rows.append(self.sm())
+            if "memory_throughput_min" in counters:
+                rows.append(self.memory())
+            if "roofline_fraction_min" in counters:
+                rows.append(self.roofline())
+            if "warps_active_min" in counters:
+                rows.append(self.metric(f"warps_active_min ≥ {t.warps_active_min:g} %", analysis.WARPS,
+                                        "warps active", t.warps_active_min))
+        if t.max_time_ms > 0:
+            rows.append(self.time())
+        if baseline is not None:
+            rows.append(self.regression(*baseline))
+        if not any(r.verdict in (PASS, FAIL, ERROR) for r in rows[1:]):
+            rows.append(self.row("any target", "—", ERROR,
+                                 f"no target applies to this {self.bound.kind if self.bound else ''} kernel: every "
+                                 "target is off or not applicable; set max_time_ms, warps_active_min or "
+                                 "sm_target_strict: true for it (targets.variants)"))
+        return rows
+
+
+# ---------------------------------------------------------------- a results file
+
+def _freshness(ctx: dict[str, Any], shape: dict[str, Any], records: list[dict[str, Any]], every: bool,
+               repo: Path) -> tuple[str, str]:
+    """Whether the sources that produced these records are the ones in the tree (stored sha256 vs file)."""
+    files = [Path(v["file"]) for v in shape["variants"] if v.get("file")]
+    op_dir = ctx["kernels_dir"] / ctx["op"]
+    if not op_dir.is_dir():     # results of an op not in this tree: its reference sits beside its variants
+        op_dir, every = (repo / files[0].parent if files else op_dir), False
+    problems = []
+    if every:   # the recommendation ranks every variant: a variant file with no record makes it incomplete
+        listed = ctx["op_cfg"].op.variants
+        stems = {v.get("stem") for v in shape["variants"]}
+        for p in sorted(op_dir.glob("*.py")):
+            if p.name != "reference.py" and not p.name.startswith("_") and (not listed or p.stem in listed) \
+                    and p.stem not in stems:
+                problems.append(f"{_rel(p)} was not profiled")
+    hashed = [(repo / v["file"], v["source_sha256"]) for v in records if v.get("source_sha256") and v.get("file")]
+    if shape.get("reference_sha256"):
+        hashed.append((op_dir / "reference.py", shape["reference_sha256"]))
+    for path, digest in hashed:
+        if not path.exists():
+            problems.append(f"{_rel(path)} no longer exists")
+        elif _sha256(path) != digest:
+            problems.append(f"{_rel(path)} changed")
+    when = shape.get("measured_at") or "?"
+    if problems:
+        return ERROR, f"stale or incomplete results (measured {when}): {'; '.join(problems)}; " \
+                      + _profile_hint(ctx["op"], shape["id"])
+    if not hashed:
+        return NA, ("not checked: no source_sha256 in these results (recorded before hashes were stored; "
+                    "file times are not trusted after a git clone)")
+    return PASS, f"sha256 of {len(hashed)} source files as measured at {when}"
+
+
+def _pick(shape: dict[str, Any], name: str) -> tuple[dict[str, Any] | None, str, str]:
+    """A named variant at a shape: its fastest correct config (by stem or full name), or why there is none."""
+    cands = [v for v in shape["variants"] if v["name"] == name] or \
+            [v for v in shape["variants"] if v.get("stem") == name]
+    ok = sorted((v for v in cands if v["status"] == "ok" and v.get("timing")), key=lambda v: v["timing"]["median_ms"])
+    if ok:
+        return ok[0], "", ""
+    if not cands:
+        return None, ERROR, f"variant {name} is not in the results at shape {shape['id']}"
+    if all(v["status"] == "unsupported" for v in cands):
+        return None, NA, f"unsupported at this shape: {cands[0].get('error', '')}"
+    bad = next(v for v in cands if v["status"] not in ("ok", "unsupported"))
+    return None, ERROR, f"{bad['name']} is {bad['status']} at shape {shape['id']}: {bad.get('error', '')}"
+
+
+def _baseline_for(doc: dict[str, Any], base_docs: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, str]:
+    same_op = [b for b in base_docs if b["op"] == doc["op"]]
+    gpu = doc["environment"].get("gpu_name")
+    same = [b for b in same_op if b["environment"].get("gpu_name") == gpu]
+    if same:
+        return same[0], ""
+    if same_op:
+        return None, (f"!baseline measured on {same_op[0]['environment'].get('gpu_name')}, these results on {gpu}: "
+                      "timings of different GPUs are not comparable")
+    return None, f"!the baseline has no results for op {doc['op']}"
+
+
+def _gate_file(path: Path, doc: dict[str, Any], cfg: Config, repo: Path, shapes: list[str] | None,
+               suite: str | None, variants: list[str] | None, base_docs: list[dict[str, Any]] | None) -> list[Check]:
+    kernels_dir = repo / cfg.kernels_dir
+    op_dir = kernels_dir / doc["op"]
+    op_cfg = load_op(cfg, op_dir / "op.yaml")
+    ctx = {"file": _rel(path), "op": doc["op"], "op_cfg": op_cfg, "kernels_dir": kernels_dir,
+           "env": doc["environment"]}
+    present = {s["id"]: s for s in doc["shapes"]}
+    if shapes:
+        expected = shapes
+    elif op_dir.is_dir():
+        expected = [s.id for s in op_cfg.op.shape_list(suite) or ([] if suite else [Shape()])]
+    else:
+        expected = list(present)
+    file_row = lambda sid, reason: Check(ctx["file"], doc["op"], sid, "—", "results", "—", ERROR, reason)  # noqa: E731
+    checks = [file_row(sid, f"incomplete: shape {sid} is not in {ctx['file']}; " + _profile_hint(doc["op"], sid))
+              for sid in expected if sid not in present]
+    if suite and not expected:
+        checks.append(file_row("—", f"op {doc['op']} defines no shape suite '{suite}'"))
+    base_doc, base_why = _baseline_for(doc, base_docs) if base_docs is not None else (None, "")
+    wanted = variants or op_cfg.targets.gate
+    for sid in (s for s in expected if s in present):
+        shape = present[sid]
+        if wanted:
+            picked = [(n, *_pick(shape, n)) for n in wanted]
+        else:
+            rec = recommend.recommend(shape)
+            statuses = ", ".join(sorted({f"{v['status']}" for v in shape["variants"]})) or "no variants"
+            picked = [("recommended", rec.variant if rec else None, ERROR,
+                       f"no correct variant at shape {sid} (statuses: {statuses}); nothing to recommend or gate")]
+        records = [v for _, v, _, _ in picked if v is not None]
+        fresh = _freshness(ctx, shape, shape["variants"] if not wanted else records, not wanted, repo)
+        for name, variant, verdict, reason in picked:
+            if variant is None:
+                checks.append(Check(ctx["file"], doc["op"], sid, name, "variant", "—", verdict, reason))
+                continue
+            kernel = _Kernel(ctx, variant, shape, op_cfg.targets.for_variant(variant["name"], variant.get("stem", "")))
+            baseline = None
+            if base_docs is not None:
+                old = next((s for s in (base_doc or {}).get("shapes", []) if s["id"] == sid), None)
+                ov = next((v for v in (old or {}).get("variants", []) if v["name"] == variant["name"]), None)
+                why = base_why or (f"no baseline: shape {sid} is not in the baseline (new shape)" if old is None else
+                                   f"no baseline: {variant['name']} is not in the baseline (new variant)" if ov is None
+                                   else f"no baseline: it is {ov['status']} there, without a timing")
+                baseline = (ov if ov and ov["status"] == "ok" and ov.get("timing") and not base_why else None, why, old)
+            checks += kernel.judge(kernel.row("fresh sources", "—", *fresh), baseline)
+    return checks
+
+
+def evaluate(cfg: Config, repo: Path, paths: list[Path] | None = None, *, ops: list[str] | None = None,
+             shapes: list[str] | None = None, suite: str | None = None, variants: list[str] | None = None,
+             baseline: Path | None = None) -> list[Check]:
+    """Every check of every gated kernel in `paths` (default: all results files under profiles_dir)."""
+    checks: list[Check] = []
+    err = lambda where, reason, op="—": Check(where, op, "—", "—", "results", "—", ERROR, reason)  # noqa: E731
+    if paths is None:
+        profiles_dir, kernels_dir = repo / cfg.profiles_dir, repo / cfg.kernels_dir
+        paths = [p for p in results.find_all(profiles_dir) if not ops or p.parent.name in map(results.slug, ops)]
+        names = sorted(p.name for p in kernels_dir.glob("*") if (p / "reference.py").exists())
+        for op in (o for o in (ops or names) if results.slug(o) not in {p.parent.name for p in paths}):
+            checks.append(err(_rel(profiles_dir), f"no results for op {op} under {_rel(profiles_dir)}; run "
+                                                  f"`make profile ARGS='--op {op}'` first", op))
+        if not paths and not checks:
+            checks.append(err(_rel(profiles_dir), f"no results files under {_rel(profiles_dir)}; run `make profile`"))
+    base_docs = None
+    if baseline is not None:
+        files = results.find_all(baseline) if baseline.is_dir() else [baseline]
+        try:
+            base_docs = [results.load(f) for f in files]
+        except ResultsError as exc:
+            checks.append(err(_rel(baseline), f"baseline: {exc}"))
+        if not files:
+            checks.append(err(_rel(baseline), f"baseline: no results files under {_rel(baseline)}"))
+    for path in paths:
+        try:
+            doc = results.load(path)
+        except ResultsError as exc:
+            checks.append(err(_rel(path), f"{exc}"))
+            continue
+        if not ops or doc["op"] in ops:
+            checks += _gate_file(path, doc, cfg, repo, shapes, suite, variants, base_docs)
+    if not any(c.verdict != NA and c.target != "fresh sources" for c in checks):
+        checks.append(err("—", "nothing was judged: no gated kernel at the selected ops, shapes and variants "
+                               "has a target that applies"))
+    return checks
+
+
+def exit_code(checks: list[Check]) -> ExitCode:
+    """2 when anything could not be judged (the verdict is incomplete), else 1 on any miss, else 0."""
+    verdicts = {c.verdict for c in checks}
+    return ExitCode.CANNOT_JUDGE if ERROR in verdicts else ExitCode.TARGET_MISSED if FAIL in verdicts else ExitCode.OK
+
+
+HEADLINE = {ExitCode.OK: "every target met", ExitCode.TARGET_MISSED: "a target missed or a regression",
+            ExitCode.CANNOT_JUDGE: "could not judge"}
+
+
+def summary_line(checks: list[Check], code: ExitCode) -> str:
+    n = {v: sum(c.verdict == v for c in checks) for v in (PASS, FAIL, NA, ERROR)}
+    kernels = len({(c.file, c.shape, c.variant) for c in checks if c.bound})
+    return (f"gate: {kernels} kernel(s), {n[PASS]} met, {n[FAIL]} missed, {n[NA]} not applicable, "
+            f"{n[ERROR]} could not judge → exit {int(code)} ({HEADLINE[code]})")
+
+
+# ---------------------------------------------------------------- outputs
+
+def print_table(checks: list[Check], code: ExitCode, console: Console) -> None:
+    for file in dict.fromkeys(c.file for c in checks):
+        rows = [c for c in checks if c.file == file]
+        table = Table(title=f"gate · {rows[0].op} · {file}", title_justify="left")
+        for col in ("shape", "variant / bound", "target", "value", "verdict", "reason"):
+            table.add_column(col, overflow="fold", justify="right" if col == "value" else "left")
+        last = None
+        for c in rows:
+            first = (c.shape, c.variant) != last
+            last = (c.shape, c.variant)
+            who = f"{escape(c.variant)}\n[dim]{escape(c.bound)}[/]" if c.bound else escape(c.variant)
+            table.add_row(escape(c.shape) if first else "", who if first else "", escape(c.target), escape(c.value),
+                          f"[{STYLE[c.verdict]}]{c.verdict}[/]", escape(c.reason))
+        console.print(table)
+    style = {ExitCode.OK: "bold green", ExitCode.TARGET_MISSED: "bold red"}.get(code, "bold yellow")
+    console.print(f"[{style}]{escape(summary_line(checks, code))}[/]")
+
+
+def write_junit(checks: list[Check], path: Path) -> None:
+    """One testcase per kernel × target: <failure> for a miss, <skipped> for n/a, <error> for cannot judge."""
+    root = ET.Element("testsuites", name="pipeline gate")
+    for file in dict.fromkeys(c.file for c in checks):
+        rows = [c for c in checks if c.file == file]
+        suite = ET.SubElement(root, "testsuite", name=f"gate {rows[0].op} ({file})", tests=str(len(rows)),
+                              failures=str(sum(c.verdict == FAIL for c in rows)),
+                              errors=str(sum(c.verdict == ERROR for c in rows)),
+                              skipped=str(sum(c.verdict == NA for c in rows)))
+        for c in rows:
+            case = ET.SubElement(suite, "testcase", classname=f"{c.op}.{c.shape}", name=f"{c.variant} · {c.target}")
+            tag = {FAIL: "failure", NA: "skipped", ERROR: "error"}.get(c.verdict)
+            if tag:
+                ET.SubElement(case, tag, message=c.reason, type=c.verdict).text = f"value: {c.value}; file: {c.file}"
+            else:
+                ET.SubElement(case, "system-out").text = c.reason
+    tree = ET.ElementTree(root)
+    ET.indent(tree)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tree.write(path, encoding="utf-8", xml_declaration=True)
+
+
+def markdown(checks: list[Check], code: ExitCode) -> str:
+    icon = {ExitCode.OK: "✅", ExitCode.TARGET_MISSED: "❌"}.get(code, "⚠️")
+    cell = lambda s: s.replace("|", "\\|")  # noqa: E731
+    lines = [f"### {icon} Kernel gate: {HEADLINE[code]} (exit {int(code)})", "",
+             "| op | shape | variant | bound | target | value | verdict | reason |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {' | '.join(cell(x) for x in (c.op, c.shape, c.variant, c.bound, c.target, c.value))} | "
+              f"**{c.verdict}** | {cell(c.reason)} |" for c in checks]
+    return "\n".join(lines + ["", summary_line(checks, code), ""]) + "\n"
+
+
+def run(cfg: Config, repo: Path, paths: list[Path] | None, *, console: Console, junit: Path | None = None,
+        **select: Any) -> ExitCode:
+    """The `gate` command: judge, print the table, write JUnit and the GitHub step summary; the exit code."""
+    checks = evaluate(cfg, repo, paths, **select)
+    code = exit_code(checks)
+    print_table(checks, code, console)
+    if junit is not None:
+        write_junit(checks, junit)
+        console.print(f"JUnit: {_rel(junit)}")
+    if os.environ.get("GITHUB_STEP_SUMMARY"):
+        with open(os.environ["GITHUB_STEP_SUMMARY"], "a") as fh:
+            fh.write(markdown(checks, code))
+    return code

@@ -1,0 +1,91 @@
+"""The report in a real headless browser: what the DOM holds after loading, no injected script, a screenshot.
+
+Needs `chromium` on PATH (Debian: `apt-get install -y chromium`); skipped without it. Set
+PIPELINE_REPORT_SCREENSHOT=docs/report-screenshot.png to also refresh the screenshot in the docs.
+"""
+import copy
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from testenv import REPO
+from pipeline import recommend, report, results
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SAMPLE = REPO / "profiles" / "nvidia-h100-80gb-hbm3" / "rmsnorm" / "results.json"
+HOSTILE = "<script>alert(1)</script>"
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
+
+
+def chromium(tmp_path, *args):
+    profile = tmp_path / "chromium-profile"
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reports")
+    report.render([SAMPLE], out, replayed=True)
+    return out / "rmsnorm.html", results.load(SAMPLE)
+
+
+def test_dom_holds_the_recommendation_and_the_charts(sample, tmp_path):
+    page, doc = sample
+    dom = chromium(tmp_path, "--dump-dom", page.as_uri())
+    for shape in doc["shapes"]:
+        rec = recommend.recommend(shape)
+        assert f"Recommended for {shape['id']}: <strong>{rec.variant['name']}</strong>" in dom
+    assert dom.count("<svg") == 3 * len(doc["shapes"]) + 1
+    assert "Replayed data: recorded on NVIDIA H100 80GB HBM3" in dom
+
+
+def test_hostile_name_shows_as_text_and_runs_nothing(tmp_path):
+    d = copy.deepcopy(results.load(SAMPLE))
+    d["shapes"] = d["shapes"][:1]
+    rec = recommend.recommend(d["shapes"][0])
+    next(v for v in d["shapes"][0]["variants"] if v["name"] == rec.variant["name"])["name"] = HOSTILE
+    path = tmp_path / "profiles" / "gpu" / "rmsnorm" / "results.json"
+    results.save(path, d)
+    report.render([path], tmp_path / "reports", replayed=False)
+    dom = chromium(tmp_path, "--dump-dom", (tmp_path / "reports" / "rmsnorm.html").as_uri())
+    # an injected <script> would be an element in the parsed DOM; the text stays escaped text
+    assert dom.count("<script") == 1
+    assert "Recommended for L1-36: <strong>&lt;script&gt;alert(1)&lt;/script&gt;</strong>" in dom
+
+
+def test_screenshot_of_the_l1_36_page(sample, tmp_path):
+    page, _ = sample
+    shot = tmp_path / "report.png"
+    chromium(tmp_path, f"--screenshot={shot}", "--window-size=1400,2000", "--hide-scrollbars", page.as_uri())
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000       # a rendered page, not a blank one
+    target = os.environ.get("PIPELINE_REPORT_SCREENSHOT")
+    if target:
+        shutil.copyfile(shot, REPO / target)
+
+
+def test_clicking_a_header_sorts_the_variant_table(sample, tmp_path):
+    page, doc = sample
+    probe = """<script>
+    var t = document.querySelector("table.variants"), th = t.querySelectorAll("thead th")[2];
+    function order() { return Array.prototype.map.call(t.tBodies, function (b) { return b.rows[0].cells[0].dataset.sort; }); }
+    th.click(); document.body.dataset.asc = order().join("|");
+    th.click(); document.body.dataset.desc = order().join("|");
+    </script></body>"""
+    probed = tmp_path / "probe.html"
+    probed.write_text(page.read_text().replace("</body>", probe))
+    dom = chromium(tmp_path, "--dump-dom", probed.as_uri())
+    shape = doc["shapes"][0]
+    timed = sorted((v for v in shape["variants"] if v.get("timing")), key=lambda v: v["timing"]["median_ms"])
+    names = [v["name"] for v in timed]
+    asc = re.search(r'data-asc="([^"]*)"', dom).group(1).split("|")
+    desc = re.search(r'data-desc="([^"]*)"', dom).group(1).split("|")
+    assert asc[:len(names)] == names and desc[:len(names)] == names[::-1]
