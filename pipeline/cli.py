@@ -4,17 +4,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import json
 import time
 import os
 import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline import config as config_mod
 from pipeline import ops as ops_mod
-from pipeline import profiling, recommend, report, results
+from pipeline import export, ingest, profiling, recommend, report, results, stages
 from pipeline.errors import ExitCode, PipelineError
 
 REPO = profiling.REPO
@@ -50,8 +52,9 @@ def _summary(paths: list[Path]) -> bool:
             console.print(table)
             if rec:
                 h = view.headline
-                console.print(f"Recommended: [bold]{h['name']}[/] {h['median_ms']} ms, {h['vs_baseline']} vs baseline, "
-                              f"{h['vs_reference']} vs torch eager, {h['frac_copy']} of copy bandwidth"
+                console.print(f"Recommended: [bold]{escape(h.name)}[/] {h.median_ms} ms, {h.vs_baseline} vs baseline, "
+                              f"{h.vs_reference} vs torch eager, {h.frac_copy} of copy bandwidth, "
+                              f"{h.frac_roofline} of the roofline"
                               + (f"; tied: {', '.join(rec.ties)}" if rec.ties else ""))
             else:
                 console.print("[red]No correct variant at this shape.[/]")
@@ -88,6 +91,12 @@ def cmd_profile(args: argparse.Namespace) -> int:
             raise PipelineError(f"unknown shape {', '.join(unknown)} for {op.name}; shapes: {', '.join(known)}")
     if args.suite and not any(op.config.op.suites.get(args.suite) for op in ops):
         raise PipelineError(f"no op defines shape suite '{args.suite}' (op.yaml: suites: {{{args.suite}: [...]}})")
+    if args.stage:
+        stage = export.stage_named(args.stage)
+        wanted = list(dict.fromkeys([*cfg.ncu.metrics, *stage.metrics()]))
+        cfg = dataclasses.replace(cfg, ncu=dataclasses.replace(cfg.ncu, metrics=wanted))
+        ops = [dataclasses.replace(op, config=dataclasses.replace(op.config, ncu=dataclasses.replace(
+            op.config.ncu, metrics=list(dict.fromkeys([*op.config.ncu.metrics, *stage.metrics()]))))) for op in ops]
     written = profiling.run(ops, cfg, args.shape, args.require_gpu, console.print, device=args.device,
                             suite=args.suite, force=args.force)
     reports_dir, profiles_dir = _dir(cfg.reports_dir), _dir(cfg.profiles_dir)
@@ -110,6 +119,38 @@ def cmd_profile(args: argparse.Namespace) -> int:
     console.print(f"Results: {', '.join(os.path.relpath(p, Path.cwd()) for p in written)}")
     console.print(f"Report: {os.path.relpath(pages[0], Path.cwd())}")
     return ExitCode.VARIANT_FAILURES if failed and args.strict else ExitCode.OK
+
+
+def _results_for(cfg: config_mod.Config, op: str, path: str | None) -> dict:
+    if path:
+        return results.load(Path(path))
+    found = [p for p in results.find_all(_dir(cfg.profiles_dir)) if p.parent.name == results.slug(op)]
+    if not found:
+        raise PipelineError(f"no results for op '{op}' under {_dir(cfg.profiles_dir)}; run `make profile` first")
+    return results.load(found[0])
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    doc = _results_for(_root(args), args.op, args.results)
+    shape, variant = export.find(doc, args.variant or export.best_name(doc["shapes"][0]) or "", args.shape)
+    wanted = export.stage_named(args.stage).metrics() if args.stage else None
+    print(json.dumps(export.ncu_json(variant, wanted), indent=2))
+    return ExitCode.OK
+
+
+def cmd_prompt(args: argparse.Namespace) -> int:
+    doc = _results_for(_root(args), args.op, args.results)
+    shape, variant = export.find(doc, args.variant or export.best_name(doc["shapes"][0]) or "", args.shape)
+    print(export.render_prompt(export.prompt_view(doc, shape, variant, export.stage_named(args.stage), REPO)))
+    return ExitCode.OK
+
+
+def cmd_add_variant(args: argparse.Namespace) -> int:
+    (op,) = ops_mod.discover(_root(args), REPO, [args.op])
+    placed = ingest.add_variant(op, Path(args.file), args.name, args.force)
+    console.print(f"Added {os.path.relpath(placed, Path.cwd())}; profile it with "
+                  f"`make profile ARGS=\"--op {op.name} --variant {placed.stem}\"`")
+    return ExitCode.OK
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -159,6 +200,8 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--op", action="append", help="only this op (repeatable)")
     pr.add_argument("--shape", action="append", help="only this shape id (repeatable)")
     pr.add_argument("--variant", action="append", help="only this variant: file stem or full name (repeatable)")
+    pr.add_argument("--stage", choices=list(stages.STAGES),
+                    help="also collect this optimisation stage's metrics (see pipeline/stages.py)")
     pr.add_argument("--suite", help="run the op.yaml shape suite of this name instead of `shapes`")
     pr.add_argument("--profiles-dir", help="write results here instead of profiles_dir")
     pr.add_argument("--require-gpu", action="store_true", help="fail (exit 3) instead of replaying recorded data")
@@ -172,6 +215,22 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("results", nargs="*", help="results.json files (default: all under profiles/)")
     rp.add_argument("--live", action="store_true", help="do not mark the data as replayed")
     rp.set_defaults(func=cmd_report)
+    ex = sub.add_parser("export", help="print a variant's stored ncu metrics as the seed's {kernel: {metric: value}}")
+    ex.add_argument("--format", choices=["ncu-json"], default="ncu-json")
+    for sp in (ex, sub.add_parser("prompt", help="render an LLM optimisation-stage prompt from stored results")):
+        sp.add_argument("--op", required=True)
+        sp.add_argument("--variant", help="variant name (default: the recommended one)")
+        sp.add_argument("--shape", help="shape id (default: the first)")
+        sp.add_argument("--results", help="results.json (default: the one under profiles/ for the op)")
+        sp.add_argument("--stage", required=sp.prog.endswith("prompt"), choices=list(stages.STAGES),
+                        help="stage whose metric set to use")
+        sp.set_defaults(func=cmd_export if sp is ex else cmd_prompt)
+    av = sub.add_parser("add-variant", help="check a candidate file in the seed's format and place it in kernels/<op>/")
+    av.add_argument("--op", required=True)
+    av.add_argument("file")
+    av.add_argument("--name", help="variant name (default: the file's stem)")
+    av.add_argument("--force", action="store_true", help="replace an existing variant of that name")
+    av.set_defaults(func=cmd_add_variant)
     ls = sub.add_parser("list", help="list ops, shapes and variants")
     ls.add_argument("--op", action="append")
     ls.set_defaults(func=cmd_list)

@@ -124,6 +124,8 @@ class OpConfig:
     suites: dict[str, list[Shape]] = _f({}, "named extra shape lists, picked with --suite NAME (e.g. small)")
     variants: list[str] = _f([], "variant file stems to include; empty means every .py file but reference.py")
     description: str = _f("", "one line for the report")
+    flops: str = _f("", "FLOPs of one call as arithmetic over the reference's size names, e.g. 2*M*N*K; "
+                        "enables the compute roofline")
 
     def shape_list(self, suite: str | None) -> list[Shape]:
         return self.shapes if suite is None else self.suites.get(suite, [])

@@ -6,7 +6,9 @@ variant. Values keep ncu's units. No CSV is parsed anywhere.
 from __future__ import annotations
 
 import importlib
+import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -78,3 +80,21 @@ def read_report(path: Path, metric_names: list[str], install_dir: Path | None = 
             index = next((int(m.group(1)) for m in map(RANGE.match, _ranges(action)) if m), None)
             (by_index.setdefault(index, []) if index is not None else unattributed).append(kernel)
     return {"by_index": by_index, "unattributed": unattributed}
+
+
+def read_report_isolated(path: Path, metric_names: list[str], install_dir: Path | None) -> dict[str, Any]:
+    """read_report in a child process: ncu_report crashed (SIGSEGV in metric.unit()) in processes that had
+    loaded matplotlib or torch first (measured on the H100), so the parent never loads it next to them."""
+    args = [sys.executable, "-m", "pipeline.metrics", str(path), json.dumps(metric_names), str(install_dir or "")]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        raise ToolError(f"{path}: reading the report failed: {last}")
+    read = json.loads(proc.stdout)
+    read["by_index"] = {int(k): v for k, v in read["by_index"].items()}
+    return read
+
+
+if __name__ == "__main__":
+    out = read_report(Path(sys.argv[1]), json.loads(sys.argv[2]), Path(sys.argv[3]) if sys.argv[3] else None)
+    print(json.dumps(out))

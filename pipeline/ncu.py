@@ -115,3 +115,18 @@ def run(cmd: list[str], log: Path, timeout_s: float, env: dict[str, str]) -> tup
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
     return rc, read_log(log.read_text(errors="replace"))
+
+
+def available(ncu: str, names: list[str]) -> tuple[list[str], list[str]]:
+    """(kept, skipped): metrics this GPU reports, by their base name in `ncu --query-metrics`.
+
+    launch__ and profiler__ metrics are properties of the launch, not counters, and are always kept."""
+    try:
+        out = subprocess.run([ncu, "--query-metrics"], capture_output=True, text=True, timeout=120).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return names, []
+    bases = {ln.split()[0] for ln in out.splitlines() if ln.strip() and "__" in ln.split()[0]}
+    if not bases:
+        return names, []
+    kept = [n for n in names if n.startswith(("launch__", "profiler__")) or n.split(".")[0] in bases]
+    return kept, [n for n in names if n not in kept]

@@ -36,7 +36,18 @@ class Op:
     reference: Path
     config: Config
     variants: list[Variant] = field(default_factory=list)
-    size_names: tuple[str, ...] = ()   # module-level int names in reference.py that shapes may override
+    sizes: dict[str, Any] = field(default_factory=dict)   # reference.py's module-level numbers; shapes override
+    skipped_metrics: list[str] = field(default_factory=list)  # configured metrics this GPU does not report
+
+    @property
+    def size_names(self) -> tuple[str, ...]:
+        return tuple(self.sizes)
+
+    def flops(self, params: dict[str, int]) -> int | None:
+        """The op's declared FLOPs at a shape (op.yaml `flops`), or None when it declares none."""
+        if not self.config.op.flops:
+            return None
+        return int(arithmetic(self.config.op.flops, {**self.sizes, **params}))
 
 
 def _eval(node: ast.expr) -> Any:
@@ -55,13 +66,34 @@ def _literal(tree: ast.Module, name: str) -> tuple[bool, Any]:
     return False, None
 
 
-def _module_ints(tree: ast.Module) -> tuple[str, ...]:
-    names = []
+def _module_numbers(tree: ast.Module) -> dict[str, Any]:
+    sizes = {}
     for node in tree.body:
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) \
                 and isinstance(node.value.value, (int, float)) and not isinstance(node.value.value, bool):
-            names += [t.id for t in node.targets if isinstance(t, ast.Name)]
-    return tuple(names)
+            sizes.update({t.id: node.value.value for t in node.targets if isinstance(t, ast.Name)})
+    return sizes
+
+
+_OPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
+        ast.Div: lambda a, b: a / b, ast.FloorDiv: lambda a, b: a // b, ast.Pow: lambda a, b: a ** b}
+
+
+def arithmetic(expr: str, names: dict[str, Any]) -> float:
+    """Evaluate + - * / // ** over numbers and the given names; anything else is refused (no eval())."""
+    def ev(node: ast.AST) -> Any:
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+            return node.value
+        if isinstance(node, ast.Name):
+            if node.id not in names:
+                raise ValueError(f"unknown name '{node.id}' (have: {', '.join(names)})")
+            return names[node.id]
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+            return _OPS[type(node.op)](ev(node.left), ev(node.right))
+        raise ValueError(f"only numbers, size names and + - * / // ** are allowed, not {ast.unparse(node)!r}")
+    return ev(ast.parse(expr, mode="eval"))
 
 
 def _defines(tree: ast.Module, kind: type, name: str) -> bool:
@@ -112,7 +144,12 @@ def load_op_dir(op_dir: Path, root: Config) -> Op:
     if missing:
         raise ConfigError(f"{reference}: missing {', '.join(missing)} (KernelBench problem format)")
     config = load_op(root, op_dir / "op.yaml")
-    sizes = _module_ints(ref_tree)
+    sizes = _module_numbers(ref_tree)
+    if config.op.flops:
+        try:
+            arithmetic(config.op.flops, sizes)
+        except (ValueError, SyntaxError) as exc:
+            raise ConfigError(f"{op_dir / 'op.yaml'}: flops '{config.op.flops}': {exc}") from exc
     listed = [(f"shapes[{i}]", s) for i, s in enumerate(config.op.shapes)]
     listed += [(f"suites.{n}[{i}]", s) for n, ss in config.op.suites.items() for i, s in enumerate(ss)]
     for where, shape in listed:

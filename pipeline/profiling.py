@@ -5,6 +5,7 @@ is written atomically as soon as it is complete, so an interrupted run keeps fin
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import importlib.metadata
@@ -230,7 +231,7 @@ def profile_shape(op: Op, shape: Shape, cfg: Config, ok: list[tuple[int, Variant
         record.update(status="failed", message=(found.errors or [f"ncu exited {rc}, no report"])[0])
     else:
         os.replace(tmp_rep, rep)
-        read = metrics.read_report(rep, cfg.ncu.metrics, ncu.install_dir(ncu_path))
+        read = metrics.read_report_isolated(rep, cfg.ncu.metrics, ncu.install_dir(ncu_path))
         record.update(status="ok", by_index=read["by_index"], unattributed=read["unattributed"])
         passes = [k["metrics"].get("profiler__replayer_passes", {}).get("value")
                   for ks in read["by_index"].values() for k in ks]
@@ -323,7 +324,7 @@ def profile_shape_all(op: Op, shape: Shape, doc: dict[str, Any], out_dir: Path, 
     timing = measured["timing"] or {}
     return {
         "id": shape.id, "params": shape.params, "dtype": shape.dtype, "min_bytes": measured["min_bytes"],
-        "reference_sha256": source_sha256(op.reference),
+        "flops": op.flops(shape.params), "reference_sha256": source_sha256(op.reference),
         "reference": {"timing": timing.get("__reference__")}, "copy": {"timing": timing.get("__copy__")},
         "errors": measured["errors"], "worker_log": f"{sid}.worker.log",
         "ncu": {k: v for k, v in (prof or {"status": "skipped"}).items() if k not in ("by_index", "worker_events")},
@@ -334,6 +335,14 @@ def profile_shape_all(op: Op, shape: Shape, doc: dict[str, Any], out_dir: Path, 
         "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "variants": [_variant_record(i, v, vs[v.name], timing, prof) for i, v in enumerate(op.variants)],
     }
+
+
+def _only_available(op: Op, ncu_path: str, say: Say) -> Op:
+    kept, skipped = ncu.available(ncu_path, op.config.ncu.metrics)
+    if skipped:
+        say(f"[yellow]{op.name}: this GPU does not report {', '.join(skipped)}: skipped[/]")
+    cfg = dataclasses.replace(op.config, ncu=dataclasses.replace(op.config.ncu, metrics=kept))
+    return dataclasses.replace(op, config=cfg, skipped_metrics=skipped)
 
 
 def run(ops: list[Op], cfg: Config, shape_filter: list[str] | None, require_gpu: bool, say: Say,
@@ -350,6 +359,7 @@ def run(ops: list[Op], cfg: Config, shape_filter: list[str] | None, require_gpu:
             say(f"[bold yellow]No NVIDIA GPU found[/] ({why}).")
             return None
         ncu_path = ncu.locate(cfg.ncu)
+        ops = [_only_available(op, ncu_path, say) for op in ops]
     facts = host_facts(device, ncu_path)
     profiles = REPO / cfg.profiles_dir if not Path(cfg.profiles_dir).is_absolute() else Path(cfg.profiles_dir)
     written = []
@@ -371,7 +381,8 @@ def run(ops: list[Op], cfg: Config, shape_filter: list[str] | None, require_gpu:
                 env.clear()
                 env.update(gpu_name=facts["gpu_name"], driver=facts["driver"],
                            ceilings=measure_ceilings(cfg, device, say))
-            env.update(ncu_path=ncu_path, ncu_version=facts["ncu_version"], ncu_settings={
+            env.update(ncu_path=ncu_path, ncu_version=facts["ncu_version"], skipped_metrics=op.skipped_metrics,
+                       ncu_settings={
                 "replay_mode": op.config.ncu.replay_mode, "clock_control": op.config.ncu.clock_control,
                 "cache_control": op.config.ncu.cache_control, "metrics": op.config.ncu.metrics})
             say(f"[bold]{op.name}[/] {shape.id}: verifying and timing {len(op.variants)} variants")

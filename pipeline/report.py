@@ -149,9 +149,6 @@ class Headline:
     runner_up: str              # the best other layout family and how far behind it is
     findings: list[analysis.Finding]
 
-    def __getitem__(self, key: str) -> str:
-        return getattr(self, key)       # pipeline/cli.py reads headline["name"] etc.
-
 
 @dataclass
 class ShapeView:

@@ -115,3 +115,8 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
     with pytest.raises(TypeError):
         results.write_atomic(target, None)
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_isolated_read_equals_in_process_read(small_report, doc):
+    isolated = metrics.read_report_isolated(FIX / "small.ncu-rep", doc["environment"]["ncu_settings"]["metrics"], None)
+    assert isolated == small_report

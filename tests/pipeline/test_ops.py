@@ -91,3 +91,15 @@ def test_parent_process_never_imports_torch():
     code = "import sys, pipeline.cli, pipeline.profiling, pipeline.report; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_flops_expression_evaluated_per_shape_and_checked(tmp_path):
+    d = make_op(tmp_path, {"good.py": GOOD}, "baseline: good\nflops: 2*batch_size*features*dim1*dim2\n")
+    op = ops.load_op_dir(d, config.Config())
+    assert op.flops({"batch_size": 1}) == 2 * 1 * 64 * 512 * 512
+    (d / "op.yaml").write_text("baseline: good\nflops: 2*M*N\n")
+    with pytest.raises(ConfigError, match="flops '2\\*M\\*N': unknown name 'M'"):
+        ops.load_op_dir(d, config.Config())
+    (d / "op.yaml").write_text("baseline: good\nflops: __import__('os')\n")
+    with pytest.raises(ConfigError, match="only numbers, size names"):
+        ops.load_op_dir(d, config.Config())

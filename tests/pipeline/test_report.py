@@ -164,7 +164,7 @@ def test_replay_note_only_for_replayed_data(doc, tmp_path, rendered):
 def test_cli_summary_reads_the_shape_view(doc):
     view = report.shape_view(doc["shapes"][0], doc["environment"], FIX.parent, FIX.parent)
     rec = recommend.recommend(doc["shapes"][0])
-    assert view.headline["name"] == rec.variant["name"] and view.headline["vs_reference"].endswith("×")
+    assert view.headline.name == rec.variant["name"] and view.headline.vs_reference.endswith("×")
     assert view.charts == [] and [r.name for r in view.rows if r.recommended] == [rec.variant["name"]]
 
 

@@ -1,0 +1,125 @@
+"""Stored results in the formats LLM kernel-optimisation loops read: the seed's NCU-metrics JSON block
+(`export --format ncu-json`) and a whole stage prompt (`prompt`), rendered from templates/prompt.txt.
+
+Everything comes from a results file: the GPU block from the measured device, the metrics from ncu,
+the time, roofline fraction and bound from this pipeline's own analysis.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline import analysis, recommend, report
+from pipeline.errors import SelectionError
+from pipeline.stages import STAGES, Stage
+
+ARCHITECTURES = {"7.0": "Volta", "7.5": "Turing", "8.0": "Ampere", "8.6": "Ampere", "8.7": "Ampere",
+                 "8.9": "Ada Lovelace", "9.0": "Hopper", "10.0": "Blackwell", "12.0": "Blackwell"}
+
+
+def find(doc: dict[str, Any], variant: str, shape_id: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The (shape, variant) records named; errors list what exists."""
+    shapes = doc["shapes"]
+    if shape_id:
+        shapes = [s for s in shapes if s["id"] == shape_id]
+        if not shapes:
+            raise SelectionError(f"op {doc['op']} has no shape '{shape_id}'; shapes: "
+                                 + ", ".join(s["id"] for s in doc["shapes"]))
+    shape = shapes[0]
+    for v in shape["variants"]:
+        if v["name"] == variant:
+            return shape, v
+    raise SelectionError(f"op {doc['op']} shape {shape['id']} has no variant '{variant}'; variants: "
+                         + ", ".join(v["name"] for v in shape["variants"]))
+
+
+def ncu_json(variant: dict[str, Any], metrics: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """{kernel_name: {metric: value}} exactly as the seed prompt carries it; repeated names get '#2', '#3'."""
+    kernels = (variant.get("ncu") or {}).get("kernels") or []
+    if not kernels:
+        raise SelectionError(f"variant {variant['name']} has no ncu metrics (status {variant['status']}, "
+                             f"ncu {(variant.get('ncu') or {}).get('status')})")
+    out: dict[str, dict[str, Any]] = {}
+    for k in kernels:
+        name, n = k["name"], 2
+        while name in out:
+            name, n = f"{k['name']}#{n}", n + 1
+        out[name] = {m: e["value"] for m, e in k["metrics"].items() if metrics is None or m in metrics}
+    return out
+
+
+@dataclass
+class PromptView:
+    """What templates/prompt.txt receives: every value already a string or a list of strings."""
+    gpu: list[tuple[str, str]]
+    stage: Stage
+    code: str
+    metrics_json: str
+    evidence: list[tuple[str, str]]
+
+
+def _gpu_block(env: dict[str, Any]) -> list[tuple[str, str]]:
+    cc = env.get("compute_capability") or "?"
+    ceilings = env.get("ceilings") or {}
+    rows = [("GPU Name", env.get("gpu_name", "?")), ("Architecture", ARCHITECTURES.get(cc, f"compute {cc}")),
+            ("Compute Capability", cc), ("Number of SMs", str(env.get("sm_count", "?")))]
+    if ceilings.get("copy_gbs"):
+        rows.append(("Memory Bandwidth (measured device copy, read + write)", f"{ceilings['copy_gbs']:,.0f} GB/s"))
+    for dtype, rate in (ceilings.get("matmul_tflops") or {}).items():
+        rows.append((f"{dtype} matmul (measured, torch)", f"{rate:,.0f} TFLOP/s"))
+    limits = [("Maximum threads per block", "max_threads_per_block"), ("Maximum threads per SM",
+              "max_threads_per_multi_processor"), ("Registers per SM", "regs_per_multiprocessor"),
+              ("Warp size", "warp_size")]
+    rows += [(label, str(env[key])) for label, key in limits if env.get(key)]
+    if env.get("max_threads_per_multi_processor") and env.get("warp_size"):
+        rows.append(("Maximum concurrent warps per SM", str(env["max_threads_per_multi_processor"] // env["warp_size"])))
+    if env.get("shared_memory_per_multiprocessor"):
+        rows.append(("Shared memory capacity per SM", f"{env['shared_memory_per_multiprocessor'] // 1024} KB"))
+    if env.get("shared_memory_per_block_optin"):
+        rows.append(("Maximum shared memory per thread block", f"{env['shared_memory_per_block_optin'] // 1024} KB"))
+    if env.get("l2_bytes"):
+        rows.append(("L2 cache (global, all SM shared)", f"{env['l2_bytes'] / 2**20:.0f} MB"))
+    return rows
+
+
+def _roofline_text(variant: dict[str, Any], shape: dict[str, Any], env: dict[str, Any]) -> str:
+    mem, comp = analysis.roofline_fractions(variant, shape, env)
+    parts = [f"{mem:.0%} of the memory roofline" if mem is not None else "memory roofline unknown"]
+    parts.append(f"{comp:.0%} of the compute roofline" if comp is not None else "no FLOPs declared")
+    return ", ".join(parts)
+
+
+def prompt_view(doc: dict[str, Any], shape: dict[str, Any], variant: dict[str, Any], stage: Stage,
+                repo: Path) -> PromptView:
+    metrics = stage.metrics()
+    view = report.shape_view(shape, doc["environment"], repo, repo)
+    row = next(r for r in view.rows if r.name == variant["name"])
+    best = view.headline
+    evidence = [("this variant's time (CUDA events, median, L2 flushed)", f"{row.median_ms} ms (IQR {row.spread_ms})"),
+                ("fraction of device-copy bandwidth", row.frac_copy),
+                ("bound", f"{row.bound} ({row.bound_rule})"),
+                ("fraction of the roofline", _roofline_text(variant, shape, doc["environment"])),
+                ("best layout found so far", f"{best.name}: {best.layout}, {best.median_ms} ms, "
+                                             f"{best.frac_copy} of copy" if best else "none correct yet")]
+    evidence += [(f"finding [{f.metric} = {f.value}]", f.text) for f in row.findings]
+    code = (repo / variant["file"]).read_text()
+    return PromptView(gpu=_gpu_block(doc["environment"]), stage=stage, code=code,
+                      metrics_json=json.dumps(ncu_json(variant, metrics), indent=2), evidence=evidence)
+
+
+def render_prompt(view: PromptView) -> str:
+    return report.environment().get_template("prompt.txt").render(p=view)
+
+
+def stage_named(name: str) -> Stage:
+    if name not in STAGES:
+        raise SelectionError(f"unknown stage '{name}'; stages: {', '.join(STAGES)}")
+    return STAGES[name]
+
+
+def best_name(shape: dict[str, Any]) -> str | None:
+    rec = recommend.recommend(shape)
+    return rec.variant["name"] if rec else None
+
