@@ -69,6 +69,22 @@ def install_dir(ncu: str) -> Path:
     return real.parent
 
 
+def function_name(demangled: str) -> str:
+    """ncu's default kernel name base ("function") from a demangled signature as the CUDA profiler gives it:
+    `void at::native::vectorized_elementwise_kernel<4, F>(int, F)` -> `vectorized_elementwise_kernel`."""
+    depth, plain = 0, []
+    for ch in demangled:
+        if ch == "<":
+            depth += 1
+        elif ch == ">":
+            depth -= 1
+        elif depth == 0:
+            if ch == "(":
+                break
+            plain.append(ch)
+    return "".join(plain).split()[-1].split("::")[-1] if "".join(plain).split() else demangled
+
+
 def command(ncu: str, cfg: NcuConfig, report: Path, kernel_names: list[str], worker_cmd: list[str]) -> list[str]:
     cmd = [ncu, "--replay-mode", cfg.replay_mode, "--clock-control", cfg.clock_control,
            "--cache-control", cfg.cache_control, "--nvtx", "--nvtx-include", OUTER_RANGE,

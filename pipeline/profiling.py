@@ -170,6 +170,8 @@ def measure_shape(op: Op, shape: Shape, cfg: Config, workdir: Path, log: Path, d
         if run.current is not None and run.current not in done:
             note({"name": run.current, "status": "timeout" if run.killed else "crashed", "error": run.why()})
             continue    # restart on the variants still to do
+        if run.current is not None and done[run.current]["status"] == "crashed":
+            continue    # the worker reported the crash itself, then exited: its context was gone
         record["errors"].append(f"worker failed before any variant: {run.why()}")
         say(f"  [red]✗[/] {escape(record['errors'][-1])}")
         for _, v in todo:
@@ -212,7 +214,7 @@ def profile_shape(op: Op, shape: Shape, cfg: Config, ok: list[tuple[int, Variant
     events = workdir / "events-ncu.jsonl"
     job_file = workdir / "job-ncu.json"
     job_file.write_text(json.dumps({**_job(op, shape, cfg, ok, "ncu", device), "events": str(events)}))
-    names = [n for _, v in ok for n in launched.get(v.name, [])]
+    names = [ncu.function_name(n) for _, v in ok for n in launched.get(v.name, [])]
     guard = names if all(launched.get(v.name) for _, v in ok) else []
     tmp_rep = rep.with_name(f".{rep.name}")   # ncu writes here; renamed into place when complete
     cmd = ncu.command(ncu_path, cfg.ncu, tmp_rep, guard, [sys.executable, "-m", "pipeline.worker", str(job_file)])

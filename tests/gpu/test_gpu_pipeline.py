@@ -11,7 +11,7 @@ pytestmark = pytest.mark.gpu
 
 
 def test_profile_small_odd_shape_end_to_end(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "profile", "--require-gpu", "--suite", "small",
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "profile", "--require-gpu", "--op", "rmsnorm", "--suite", "small",
                            "--shape", "odd", "--variant", "flat_1d", "--variant", "seed_2d_tiles",
                            "--profiles-dir", str(tmp_path)], capture_output=True, text=True, cwd=REPO, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
