@@ -144,5 +144,7 @@ def available(ncu: str, names: list[str]) -> tuple[list[str], list[str]]:
     bases = {ln.split()[0] for ln in out.splitlines() if ln.strip() and "__" in ln.split()[0]}
     if not bases:
         return names, []
-    kept = [n for n in names if n.startswith(("launch__", "profiler__")) or n.split(".")[0] in bases]
+    # names without a rollup suffix (sm__maximum_warps_per_active_cycle_pct) are derived ratios that the
+    # query does not list (seen on the H100): only suffixed counters are judged by their base name
+    kept = [n for n in names if n.startswith(("launch__", "profiler__")) or "." not in n or n.split(".")[0] in bases]
     return kept, [n for n in names if n not in kept]
