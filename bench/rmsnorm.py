@@ -28,6 +28,7 @@ def main() -> int:
     ap.add_argument("--results", help="results.json naming the recommended variant per shape")
     ap.add_argument("--json", help="write the measured table here")
     ap.add_argument("--suite", help="op.yaml suite instead of the default shapes")
+    ap.add_argument("--shape", action="append", help="only these shape ids")
     args = ap.parse_args()
     root = config.load_root(REPO / "pipeline.yaml")
     op = ops.load_op_dir(REPO / "kernels" / "rmsnorm", root)
@@ -38,6 +39,8 @@ def main() -> int:
     by_name = {v.name: (i, v) for i, v in enumerate(op.variants)}
     rows = []
     for shape in op.config.op.shape_list(args.suite):
+        if args.shape and shape.id not in args.shape:
+            continue
         rec = recommend.recommend(recorded[shape.id]) if shape.id in recorded else None
         if rec is None:
             print(f"{shape.id}: no recommendation recorded; run `make profile` first", file=sys.stderr)
