@@ -5,6 +5,7 @@ gate fixtures of tests/fixtures/gate/ (`bash tests/fixtures/gate/record.sh` on a
   base, rerun  `candidate` v1 at L1-36, recorded twice in independent processes (noise only)
   regressed    `candidate` v2 at L1-36: the same variant after a change that made it ~10 % slower
   small-rerun  grid_2d at the `small` shape, recorded again on another H100 VM, days after the fixture
+  sample       the first RMSNorm sample of profiles/ (7 shapes x 33 variants), before source hashes existed
 The gate fixtures carry source hashes: if candidate.py (v1/v2), kernels/rmsnorm/grid_2d.py or reference.py
 change, the gate rightly calls them stale; re-record them then.
 Tests that change a copy of a results file do so only to check handling (a corrupt file, a refused
@@ -25,7 +26,9 @@ from pipeline import config as config_mod
 from pipeline import gate, ncu
 from pipeline.errors import ConfigError
 
-PROFILES = REPO / "profiles" / "nvidia-h100-80gb-hbm3" / "rmsnorm" / "results.json"
+# the first RMSNorm sample recorded on the H100 (7 shapes x 33 variants), kept as it was so these
+# figures stay fixed when profiles/ is re-recorded
+PROFILES = FIXTURES / "gate" / "sample" / "nvidia-h100-80gb-hbm3" / "rmsnorm" / "results.json"
 SMALL = FIXTURES / "profiles" / "nvidia-h100-80gb-hbm3" / "rmsnorm" / "results.json"
 GATE = FIXTURES / "gate"
 V1, V2 = GATE / "v1" / "pipeline.yaml", GATE / "v2" / "pipeline.yaml"

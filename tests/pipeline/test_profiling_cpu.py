@@ -42,10 +42,12 @@ def test_messages_name_the_cause(faulty_run):
     assert "code -11" in v["segfault"]["error"]
     assert "killed after 8 s" in v["hang"]["error"]
     assert "elements outside tolerance" in v["wrong"]["error"] and "expected" in v["wrong"]["error"]
-    # the poisoned output block catches the unwritten half as NaN
+    # the unwritten half fails either way; when the output landed on the NaN-poisoned block (always with
+    # CUDA's caching allocator, usually with the CPU's malloc) it is caught as NaN, and said so
     partial = v["partial"]["checks"][0]
-    assert partial["poisoned"] and partial["nonfinite"] == partial["numel"] // 2
-    assert "NaN/Inf" in v["partial"]["error"]
+    assert partial["mismatched"] > 0
+    if partial["poisoned"]:
+        assert partial["nonfinite"] == partial["numel"] // 2 and "NaN/Inf" in v["partial"]["error"]
 
 
 def test_good_variant_kept_timed_and_recommended(faulty_run):
