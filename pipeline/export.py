@@ -62,7 +62,7 @@ class PromptView:
 
 def _gpu_block(env: dict[str, Any]) -> list[tuple[str, str]]:
     cc = env.get("compute_capability") or "?"
-    ceilings = env.get("ceilings") or {}
+    ceilings = analysis.ceilings(env)
     rows = [("GPU Name", env.get("gpu_name", "?")), ("Architecture", ARCHITECTURES.get(cc, f"compute {cc}")),
             ("Compute Capability", cc), ("Number of SMs", str(env.get("sm_count", "?")))]
     if ceilings.get("copy_gbs"):

@@ -369,7 +369,7 @@ def replay_note(doc: dict[str, Any]) -> str:
 def _environment(doc: dict[str, Any]) -> list[tuple[str, str]]:
     env, shapes = doc["environment"], doc["shapes"]
     ncu = env.get("ncu_settings") or {}
-    ceil = env.get("ceilings") or {}
+    ceil = analysis.ceilings(env)
     copy = (ceil.get("timing") or {}).get("copy") or {}
     rates = ", ".join(f"{k} {v:,.1f} TFLOP/s" for k, v in (ceil.get("matmul_tflops") or {}).items())
     g = lambda key, d=env: "—" if d.get(key) in (None, "") else str(d[key])  # noqa: E731
@@ -381,8 +381,8 @@ def _environment(doc: dict[str, Any]) -> list[tuple[str, str]]:
         ("ncu cache control", g("cache_control", ncu)),
         ("ncu replay passes", ", ".join(f"{x['id']}: {(x.get('ncu') or {}).get('passes') or '—'}" for x in shapes)),
         ("ncu metrics", ", ".join(ncu.get("metrics") or []) or "—"),
-        ("measured copy bandwidth", f"{ceil['copy_gbs']:,.0f} GB/s (copy of {_bytes(ceil.get('copy_bytes'))}, median "
-         f"{_ms(copy.get('median_ms'))} ms of {copy.get('reps', '?')} repeats)" if ceil.get("copy_gbs") else "—"),
+        ("measured copy bandwidth", f"{ceil['copy_gbs']:,.0f} GB/s (copy of {_bytes(ceil.get('copy_bytes'))}, fastest "
+         f"{_ms(copy.get('min_ms'))} ms of {copy.get('reps', '?')} repeats; median {_ms(copy.get('median_ms'))} ms)" if ceil.get("copy_gbs") else "—"),
         ("measured matmul rate", (rates + f" (N = {ceil.get('matmul_n', '?')}, float32 precision "
                                   f"{ceil.get('float32_matmul_precision', '?')})") if rates else "—"),
         ("torch", g("torch")), ("triton", g("triton")), ("python", g("python")), ("host", g("host")),

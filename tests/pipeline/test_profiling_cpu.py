@@ -92,16 +92,16 @@ def test_interrupt_kills_the_worker_and_keeps_completed_shapes(tmp_path):
     assert first.returncode == 0, first.stdout
     proc = subprocess.Popen(base + ["--variant", "good", "--variant", "hang", "--force"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, cwd=REPO, env=env)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if subprocess.run(["pgrep", "-f", "pipeline.worker"], capture_output=True).returncode == 0:
+    seen = []
+    for line in proc.stdout:            # variants run in name order: once `good` is done, `hang` is running
+        seen.append(line)
+        if "good: ok" in line:
             break
-        time.sleep(0.2)
-    time.sleep(3)   # the hang variant is now running inside the worker
+    time.sleep(1)
     workers = subprocess.run(["pgrep", "-f", "pipeline.worker"], capture_output=True, text=True).stdout.split()
-    assert workers
+    assert workers, "".join(seen)
     proc.send_signal(signal.SIGINT)
-    text, _ = proc.communicate(timeout=60)
+    text = "".join(seen) + proc.communicate(timeout=60)[0]
     assert proc.returncode == 130 and "interrupted" in text
     time.sleep(0.5)
     alive = [pid for pid in workers if os.path.exists(f"/proc/{pid}")]
