@@ -11,11 +11,13 @@ else
   DEPS := .venv/.installed
 endif
 ARGS ?=
+STAGE ?=
+STAGE_ARG := $(if $(STAGE),--stage $(STAGE),)
 
 .PHONY: profile report gate test list deps clean-reports
 
 profile: $(DEPS)
-	$(PY) -m pipeline profile $(ARGS)
+	$(PY) -m pipeline profile $(STAGE_ARG) $(ARGS)
 
 report: $(DEPS)
 	$(PY) -m pipeline report $(ARGS)
