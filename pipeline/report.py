@@ -1,6 +1,6 @@
 """Render stored results as HTML: reports/index.html and one self-contained page per op.
 
-The templates receive only the plain dataclasses defined here and do no computing of their own: every
+The templates receive only the plain dataclasses of pipeline.viewmodel and do no computing of their own: every
 number is formatted here, from the results file, and traceable to a measurement in it (the page names
 the metric or timing behind each). Charts are SVG text from pipeline.charts, inlined.
 """
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,8 @@ from markupsafe import Markup, escape
 
 from pipeline import analysis, charts, recommend, results
 from pipeline.analysis import fmt_bytes
+from pipeline.viewmodel import (Cell, Column, FamilyRank, Headline, IndexPage, OpPage, ShapeView, Stat,
+                                VariantRow)
 
 
 def _ms(x: float | None) -> str:
@@ -60,141 +61,6 @@ def _faster(ratio: float | None, what: str) -> str:
     if ratio is None:
         return f"no {what} time"
     return f"{ratio:.2f}× faster than {what}" if ratio >= 1 else f"{1 / ratio:.2f}× slower than {what}"
-
-
-@dataclass
-class Cell:
-    text: str
-    sort: str                   # raw value the inline sort script uses ("" sorts last)
-    cls: str = ""
-    title: str = ""             # tooltip: the metric or rule behind the value
-
-
-@dataclass
-class Column:
-    label: str
-    title: str                  # the metric / timing it shows
-    left: bool = False          # text column
-
-
-@dataclass
-class VariantRow:
-    """One variant at one shape. The page shows `cells` and `findings`; the named fields are the same
-    values for the CLI summary and pipeline/export.py."""
-    name: str
-    layout: str
-    family: str
-    status: str
-    error: str
-    baseline: bool
-    recommended: bool
-    tied: bool
-    median_ms: str
-    spread_ms: str              # p25–p75
-    median_raw: float | None
-    frac_copy: str
-    vs_baseline: str
-    sm_pct: str
-    warps_pct: str
-    dram_pct: str
-    grid_size: str
-    grid: str
-    block: str
-    regs: str
-    spills: str
-    bound: str
-    bound_rule: str
-    ncu_status: str
-    css: str                    # row class: rec, tie, bad, unsupported
-    cells: list[Cell]
-    findings: list[analysis.Finding] = field(default_factory=list)
-
-
-@dataclass
-class Stat:
-    label: str
-    value: str
-    detail: str                 # how it was computed, from which measurements
-
-
-@dataclass
-class FamilyRank:
-    family: str
-    best: str
-    median_ms: str
-    vs_winner: str
-
-
-@dataclass
-class Headline:
-    name: str
-    name_wrap: str              # Markup: the escaped name, breakable after its commas
-    family: str
-    layout: str
-    grid: str
-    block: str
-    median_ms: str
-    spread_ms: str
-    vs_baseline: str
-    baseline: str
-    vs_reference: str
-    frac_copy: str
-    frac_roofline: str
-    summary: str                # the answer in one line, under the name
-    stats: list[Stat]
-    bound: str
-    bound_rule: str
-    ties: list[str]
-    families: list[FamilyRank]
-    runner_up: str              # the best other layout family and how far behind it is
-    findings: list[analysis.Finding]
-
-
-@dataclass
-class ShapeView:
-    id: str
-    anchor: str
-    params: str
-    dtype: str
-    facts: list[tuple[str, str]]
-    headline: Headline | None           # None when no variant is correct
-    ties: list[str]
-    charts: list[charts.Chart]
-    columns: list[Column]
-    rows: list[VariantRow]
-    counts: str
-    families: list[tuple[str, str]]     # layout family -> its LAYOUT text
-    ncu_status: str
-    ncu_message: str
-    ncu_command: str
-    ncu_passes: str
-    report_href: str
-    log_href: str
-    worker_log_href: str
-    errors: list[str]
-
-
-@dataclass
-class OpPage:
-    op: str
-    replay_note: str                    # empty when the data was measured in this run
-    gpu: str
-    created: str
-    environment: list[tuple[str, str]]
-    commands: list[tuple[str, str]]     # (shape, exact ncu argv joined)
-    thresholds: list[tuple[str, str, str]]
-    glossary: list[Column]
-    results_href: str
-    results_name: str                   # the results file under its profiles folder
-    sweep_chart: charts.Chart | None
-    shapes: list[ShapeView]
-    filename: str
-
-
-@dataclass
-class IndexPage:
-    replay_note: str
-    ops: list[OpPage]
 
 
 COLUMNS = [

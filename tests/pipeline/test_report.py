@@ -7,7 +7,7 @@ import re
 import pytest
 
 from testenv import FIXTURES
-from pipeline import analysis, report, recommend, results
+from pipeline import analysis, report, recommend, results, viewmodel
 
 FIX = FIXTURES / "profiles" / "nvidia-h100-80gb-hbm3" / "rmsnorm" / "results.json"
 HOSTILE = "<script>alert(1)</script>"
@@ -130,7 +130,7 @@ def test_view_model_is_plain_dataclasses(doc, tmp_path):
             assert x is None or isinstance(x, (str, int, float, bool)), f"{path} is {type(x).__name__}"
 
     walk(page, "page")
-    index = report.IndexPage("", [page])
+    index = viewmodel.IndexPage("", [page])
     walk(index, "index")
 
 
