@@ -3,76 +3,30 @@
 Without an NVIDIA GPU the kernels run in the Triton CPU interpreter (conftest.py
 sets TRITON_INTERPRET=1 before triton is imported); with one, on the GPU.
 """
-import importlib.util
 import inspect
-import os
-import shutil
-from pathlib import Path
-
-if shutil.which("nvidia-smi") is None:  # also set by conftest.py; repeated for standalone runs
-    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
 import torch
 
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-DEVICE = "cuda" if (not INTERPRET and torch.cuda.is_available()) else "cpu"
+from opkit import OpKit, uniform
 
-ROOT = Path(__file__).resolve().parents[2]
-KDIR = ROOT / "kernels" / "rmsnorm"
+KIT = OpKit("rmsnorm")
 STEMS = ["stream_1d", "l2_twopass"]
 SHAPES = [(2, 8, 16, 16), (1, 3, 7, 9), (3, 65, 5, 13), (2, 48, 127, 3), (1, 300, 4, 4)]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-TOL = {  # (rtol, atol), output compared in float32 with a float32 reference
-    torch.float32: (1e-4, 1e-5),
-    torch.float16: (1e-2, 1e-3),
-    torch.bfloat16: (2e-2, 1e-2),
-}
 
-_MODULES = {}
-
-
-def _load(stem):
-    if stem not in _MODULES:
-        spec = importlib.util.spec_from_file_location(f"_test_rmsnorm_new_{stem}", KDIR / f"{stem}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _MODULES[stem] = module
-    return _MODULES[stem]
-
-
-def _make_input(shape, dtype, seed):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(shape, generator=g) * 4 - 2
-    return x.to(dtype).to(DEVICE)
+_CASES = KIT.config_cases(SHAPES, DTYPES, stems=STEMS)
 
 
 def _check(model, x):
-    torch.full_like(x, float("nan"))  # leave NaNs where the output is likely to be allocated
-    y = model(x)
-    assert y.shape == x.shape and y.dtype == x.dtype and y.device == x.device
-    ref = _load("reference").Model(x.shape[1])(x.float())
-    rtol, atol = TOL[x.dtype]
-    yf = y.float()
-    assert torch.isfinite(yf).all(), "non-finite output (unwritten or NaN)"
-    torch.testing.assert_close(yf, ref, rtol=rtol, atol=atol)
-
-
-def _cfg_id(cfg):
-    return "-".join(f"{k}{v}" for k, v in cfg.items())
-
-
-_CASES = [
-    pytest.param(stem, cfg, shape, dtype,
-                 id=f"{stem}-{_cfg_id(cfg)}-{'x'.join(map(str, shape))}-{str(dtype).replace('torch.', '')}")
-    for stem in STEMS for cfg in _load(stem).CONFIGS for shape in SHAPES for dtype in DTYPES
-]
+    # NaN poisoning: an output element the kernel never writes shows as non-finite.
+    KIT.check(model, [x], poison=True)
 
 
 @pytest.mark.parametrize("stem,cfg,shape,dtype", _CASES)
 def test_every_config(stem, cfg, shape, dtype):
-    x = _make_input(shape, dtype, seed=11)
-    model = _load(stem).ModelNew(shape[1], **cfg)
+    x = uniform(shape, dtype, seed=11)
+    model = KIT.load(stem).ModelNew(shape[1], **cfg)
     try:
         _check(model, x)
     except NotImplementedError as e:
@@ -83,38 +37,38 @@ def test_every_config(stem, cfg, shape, dtype):
 
 @pytest.mark.parametrize("stem", STEMS)
 def test_default_config_and_other_ranks(stem):
-    module = _load(stem)
-    base = _make_input((3, 16, 2, 8), torch.float32, seed=5)
+    module = KIT.load(stem)
+    base = uniform((3, 16, 2, 8), torch.float32, seed=5)
     x = base.permute(2, 1, 0, 3)  # (2, 16, 3, 8), not contiguous
     _check(module.ModelNew(x.shape[1]), x)
     for shape in [(2, 5, 33), (4, 7)]:
-        _check(module.ModelNew(shape[1]), _make_input(shape, torch.float32, seed=6))
+        _check(module.ModelNew(shape[1]), uniform(shape, torch.float32, seed=6))
 
 
 @pytest.mark.parametrize("stem", STEMS)
 def test_more_tiles_than_programs(stem):
     # Many tiles per persistent program (interpreter: 4 SMs), a ragged last round, small C.
-    _check(_load(stem).ModelNew(4), _make_input((3, 4, 40, 41), torch.float32, seed=7))
+    _check(KIT.load(stem).ModelNew(4), uniform((3, 4, 40, 41), torch.float32, seed=7))
 
 
 def test_l2_twopass_many_chunks_multi_block():
     # C spans several BLOCK_C chunks (ragged last chunk) and several column blocks per program.
-    module = _load("l2_twopass")
+    module = KIT.load("l2_twopass")
     for cfg in [dict(BLOCK_C=16, BLOCK_HW=8, PROGRAMS_PER_SM=1, num_warps=4),
                 dict(BLOCK_C=32, BLOCK_HW=16, PROGRAMS_PER_SM=2, num_warps=4)]:
         for dtype in (torch.float32, torch.bfloat16):
-            _check(module.ModelNew(70, **cfg), _make_input((2, 70, 9, 11), dtype, seed=8))
+            _check(module.ModelNew(70, **cfg), uniform((2, 70, 9, 11), dtype, seed=8))
 
 
 def test_stream_1d_refuses_too_many_channels():
-    x = _make_input((1, 600, 2, 2), torch.float32, seed=4)
+    x = uniform((1, 600, 2, 2), torch.float32, seed=4)
     with pytest.raises(NotImplementedError, match="per thread"):
-        _load("stream_1d").ModelNew(600)(x)
+        KIT.load("stream_1d").ModelNew(600)(x)
 
 
 def test_l2_twopass_plan_h100_c4096():
     """The launch plan keeps the L2 working set within the budget on an H100 (132 SMs, 50 MB L2)."""
-    module = _load("l2_twopass")
+    module = KIT.load("l2_twopass")
     l2 = 50 * 2**20
     B, C, HW = 8, 4096, 64 * 64
     for cfg in module.CONFIGS:
@@ -133,7 +87,7 @@ def test_l2_twopass_plan_h100_c4096():
 
 
 def test_stream_1d_residency():
-    module = _load("stream_1d")
+    module = KIT.load("stream_1d")
     # 128 live fp32 values (two 64-value tiles): one 8-warp program per SM.
     assert module._resident_programs(4, 128, 8, 4096) == 1
     assert module._resident_programs(2, 64, 8, 4096) == 2
@@ -142,7 +96,7 @@ def test_stream_1d_residency():
 
 @pytest.mark.parametrize("stem", STEMS)
 def test_contract(stem):
-    module = _load(stem)
+    module = KIT.load(stem)
     assert isinstance(module.LAYOUT, str) and module.LAYOUT.strip()
     configs = module.CONFIGS
     assert isinstance(configs, list) and 3 <= len(configs) <= 6
@@ -150,7 +104,7 @@ def test_contract(stem):
     params = inspect.signature(module.ModelNew.__init__).parameters
     assert list(params)[1] == "num_features" and params["eps"].default == 1e-5
     defaults = {n for n, p in params.items() if p.default is not inspect.Parameter.empty}
-    init_inputs = _load("reference").get_init_inputs()
+    init_inputs = KIT.ref.get_init_inputs()
     for cfg in configs:
         assert set(cfg) <= defaults, set(cfg) - defaults
         assert isinstance(module.ModelNew(*init_inputs, **cfg), torch.nn.Module)
@@ -158,6 +112,6 @@ def test_contract(stem):
 
 
 def test_stream_1d_refuses_aligned_too_many_channels():
-    x = _make_input((1, 600, 4, 4), torch.float32, seed=4)  # H*W % 16 == 0: the flat_1d rule
+    x = uniform((1, 600, 4, 4), torch.float32, seed=4)  # H*W % 16 == 0: the flat_1d rule
     with pytest.raises(NotImplementedError, match="per thread"):
-        _load("stream_1d").ModelNew(600)(x)
+        KIT.load("stream_1d").ModelNew(600)(x)
