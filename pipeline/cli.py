@@ -98,7 +98,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         ops = [dataclasses.replace(op, config=dataclasses.replace(op.config, ncu=dataclasses.replace(
             op.config.ncu, metrics=list(dict.fromkeys([*op.config.ncu.metrics, *stage.metrics()]))))) for op in ops]
     written = profiling.run(ops, cfg, args.shape, args.require_gpu, console.print, device=args.device,
-                            suite=args.suite, force=args.force)
+                            suite=args.suite, force=args.force,
+                            gpus=[g for g in args.gpus.split(",") if g] if args.gpus else None)
     reports_dir, profiles_dir = _dir(cfg.reports_dir), _dir(cfg.profiles_dir)
     if written is None:
         recorded = [p for p in results.find_all(profiles_dir) if results.load(p)["op"] in {o.name for o in ops}]
@@ -206,6 +207,8 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--profiles-dir", help="write results here instead of profiles_dir")
     pr.add_argument("--require-gpu", action="store_true", help="fail (exit 3) instead of replaying recorded data")
     pr.add_argument("--force", action="store_true", help="re-measure shapes whose inputs did not change")
+    pr.add_argument("--gpus", help="comma-separated GPU ids to spread shapes over, one lane each "
+                                   "(default: every visible GPU)")
     pr.add_argument("--strict", action="store_true", help="exit 5 when any variant failed")
     pr.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
                     help="cpu: Triton interpreter, verify and time only, no ncu (for tests)")

@@ -14,6 +14,7 @@ import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from pipeline.config import NcuConfig
 from pipeline.errors import ToolError
@@ -115,13 +116,15 @@ PERMISSION_FIX = ("ncu has no permission for the GPU performance counters (ERR_N
                   "(see https://developer.nvidia.com/ERR_NVGPUCTRPERM).")
 
 
-def run(cmd: list[str], log: Path, timeout_s: float, env: dict[str, str]) -> tuple[int | None, LogFindings]:
+def run(cmd: list[str], log: Path, timeout_s: float, env: dict[str, str],
+        track: Callable[[subprocess.Popen, bool], None] = lambda proc, alive: None) -> tuple[int | None, LogFindings]:
     """Run ncu with its output to `log`; returns (exit code or None on timeout, what the log says)."""
     with open(log, "w") as fh:
         fh.write("$ " + " ".join(cmd) + "\n")
         fh.flush()
         # a session of its own, so a timeout kills ncu and the worker it started together
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        track(proc, True)
         try:
             rc: int | None = proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -130,6 +133,7 @@ def run(cmd: list[str], log: Path, timeout_s: float, env: dict[str, str]) -> tup
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+            track(proc, False)
     return rc, read_log(log.read_text(errors="replace"))
 
 

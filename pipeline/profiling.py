@@ -16,13 +16,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from rich.markup import escape
 
-from pipeline import metrics, ncu, results
+from pipeline import metrics, ncu, results, shard
 from pipeline.config import Config, Shape
 from pipeline.errors import NoGpuError
 from pipeline.ops import Op, Variant
@@ -45,8 +46,30 @@ def gpu_present() -> tuple[bool, str]:
     return True, out.stdout.strip().splitlines()[0]
 
 
-def child_env() -> dict[str, str]:
+LIVE: set[subprocess.Popen] = set()   # worker and ncu processes now running, for a clean stop of all lanes
+LIVE_LOCK = threading.Lock()
+
+
+def track(proc: subprocess.Popen, alive: bool) -> None:
+    with LIVE_LOCK:
+        (LIVE.add if alive else LIVE.discard)(proc)
+
+
+def kill_all() -> None:
+    """End every tracked process group: lanes in threads cannot run their own clean-up on Ctrl-C."""
+    with LIVE_LOCK:
+        procs = list(LIVE)
+    for proc in procs:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def child_env(gpu: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["PYTHONUNBUFFERED"] = "1"
     return env
@@ -83,7 +106,8 @@ def _read_events(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
 class WorkerRun:
     """One worker process followed through its events file, killed if a phase outlives its limit."""
 
-    def __init__(self, job: dict[str, Any], workdir: Path, tag: str, log: Path, limits: dict[str, float]):
+    def __init__(self, job: dict[str, Any], workdir: Path, tag: str, log: Path, limits: dict[str, float],
+                 gpu: str | None = None):
         self.events_path = workdir / f"events-{tag}.jsonl"
         job = {**job, "events": str(self.events_path)}
         job_file = workdir / f"job-{tag}.json"
@@ -93,8 +117,9 @@ class WorkerRun:
             fh.write(f"--- worker {tag}: {job['mode']} {len(job['variants'])} variants\n")
             fh.flush()
             self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.worker", str(job_file)], stdout=fh,
-                                         stderr=subprocess.STDOUT, env=child_env(), cwd=REPO,
+                                         stderr=subprocess.STDOUT, env=child_env(gpu), cwd=REPO,
                                          start_new_session=True)
+        track(self.proc, True)
         self.current: str | None = None
         self.phase: str | None = None
         self.ended = False
@@ -127,6 +152,7 @@ class WorkerRun:
         finally:
             if self.proc.poll() is None:
                 self.kill()
+            track(self.proc, False)
 
     def kill(self) -> None:
         try:
@@ -140,7 +166,7 @@ class WorkerRun:
 
 
 def measure_shape(op: Op, shape: Shape, cfg: Config, workdir: Path, log: Path, device: str,
-                  say: Say) -> dict[str, Any]:
+                  say: Say, gpu: str | None = None) -> dict[str, Any]:
     """Verify every variant (a crash or hang costs that variant only: the worker restarts on the rest),
     then time the verified ones with the reference and a device copy in one more worker."""
     indexed = list(enumerate(op.variants))
@@ -159,7 +185,7 @@ def measure_shape(op: Op, shape: Shape, cfg: Config, workdir: Path, log: Path, d
     attempt, t0 = 0, time.time()
     while todo := [(i, v) for i, v in indexed if v.name not in done]:
         attempt += 1
-        run = WorkerRun(_job(op, shape, cfg, todo, "verify", device), workdir, f"verify-{attempt}", log, limits)
+        run = WorkerRun(_job(op, shape, cfg, todo, "verify", device), workdir, f"verify-{attempt}", log, limits, gpu)
         for e in run.events():
             if e["event"] == "env":
                 record["env"] = e["facts"]
@@ -180,7 +206,7 @@ def measure_shape(op: Op, shape: Shape, cfg: Config, workdir: Path, log: Path, d
     record["verify_s"], t0 = round(time.time() - t0, 2), time.time()
     ok = [(i, v) for i, v in indexed if done.get(v.name, {}).get("status") == "ok"]
     if record["env"] is not None or ok:
-        run = WorkerRun(_job(op, shape, cfg, ok, "time", device), workdir, "time", log, limits)
+        run = WorkerRun(_job(op, shape, cfg, ok, "time", device), workdir, "time", log, limits, gpu)
         for e in run.events():
             if e["event"] == "timing":
                 record["timing"], record["min_bytes"] = e["stats"], e["min_bytes"]
@@ -192,12 +218,12 @@ def measure_shape(op: Op, shape: Shape, cfg: Config, workdir: Path, log: Path, d
     return record
 
 
-def measure_ceilings(cfg: Config, device: str, say: Say) -> dict[str, Any] | None:
+def measure_ceilings(cfg: Config, device: str, say: Say, gpu: str | None = None) -> dict[str, Any] | None:
     """Copy bandwidth and matmul rate of this GPU, measured once per run (the roofline's two ceilings)."""
     job = {"mode": "ceilings", "op": "", "variants": [], "device": device, "timing": vars(cfg.timing).copy()}
     with tempfile.TemporaryDirectory(prefix="pipeline-") as tmp:
         run = WorkerRun(job, Path(tmp), "ceilings", Path(tmp) / "worker.log",
-                        {"default": cfg.worker.timing_timeout_s})
+                        {"default": cfg.worker.timing_timeout_s}, gpu)
         found = [e["ceilings"] for e in run.events() if e["event"] == "ceilings"]
         if not found:
             say(f"  [red]✗[/] ceilings not measured: {escape(run.why())}")
@@ -209,7 +235,8 @@ def measure_ceilings(cfg: Config, device: str, say: Say) -> dict[str, Any] | Non
 
 
 def profile_shape(op: Op, shape: Shape, cfg: Config, ok: list[tuple[int, Variant]], launched: dict[str, list[str]],
-                  ncu_path: str, rep: Path, log: Path, workdir: Path, device: str) -> dict[str, Any]:
+                  ncu_path: str, rep: Path, log: Path, workdir: Path, device: str,
+                  gpu: str | None = None) -> dict[str, Any]:
     """One ncu process over every verified variant; returns the shape's ncu record with per-index kernels."""
     events = workdir / "events-ncu.jsonl"
     job_file = workdir / "job-ncu.json"
@@ -219,7 +246,7 @@ def profile_shape(op: Op, shape: Shape, cfg: Config, ok: list[tuple[int, Variant
     tmp_rep = rep.with_name(f".{rep.name}")   # ncu writes here; renamed into place when complete
     cmd = ncu.command(ncu_path, cfg.ncu, tmp_rep, guard, [sys.executable, "-m", "pipeline.worker", str(job_file)])
     t0 = time.time()
-    rc, found = ncu.run(cmd, log, cfg.ncu.timeout_s, child_env())
+    rc, found = ncu.run(cmd, log, cfg.ncu.timeout_s, child_env(gpu), track)
     record: dict[str, Any] = {
         "command": cmd, "report": rep.name, "log": log.name, "exit_code": rc, "wall_s": round(time.time() - t0, 2),
         "errors": found.errors, "warnings": found.warnings, "kernel_guard": bool(guard), "by_index": {}}
@@ -302,16 +329,19 @@ def cache_key(op: Op, shape: Shape, facts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+PER_GPU = ("gpu_uuid", "cuda_visible_devices")
+
+
 def profile_shape_all(op: Op, shape: Shape, doc: dict[str, Any], out_dir: Path, ncu_path: str, device: str,
-                      say: Say) -> dict[str, Any]:
+                      say: Say, gpu: str | None = None) -> dict[str, Any]:
     """Measure and profile one shape; returns its record (also sets doc["environment"] from the worker)."""
     with tempfile.TemporaryDirectory(prefix="pipeline-") as tmp:
         workdir = Path(tmp)
         wlog = workdir / "worker.log"
         t0 = time.time()
-        measured = measure_shape(op, shape, op.config, workdir, wlog, device, say)
+        measured = measure_shape(op, shape, op.config, workdir, wlog, device, say, gpu)
         if measured["env"]:
-            doc["environment"].update(measured["env"])
+            doc["environment"].update({k: v for k, v in measured["env"].items() if k not in PER_GPU})
         sid = results.slug(shape.id)
         shutil.copyfile(wlog, out_dir / f"{sid}.worker.log")
         vs = measured["variants"]
@@ -320,7 +350,8 @@ def profile_shape_all(op: Op, shape: Shape, doc: dict[str, Any], out_dir: Path, 
         if device == "cuda" and ok:
             say(f"[bold]{op.name}[/] {shape.id}: ncu over {len(ok)} verified variants")
             prof = profile_shape(op, shape, op.config, ok, {n: r.get("launched", []) for n, r in vs.items()},
-                                 ncu_path, out_dir / f"{sid}.ncu-rep", out_dir / f"{sid}.ncu.log", workdir, device)
+                                 ncu_path, out_dir / f"{sid}.ncu-rep", out_dir / f"{sid}.ncu.log", workdir, device,
+                                 gpu)
             if prof["status"] != "ok":
                 say(f"  [red]ncu {prof['status']}[/]: {escape(prof.get('message', ''))}")
     timing = measured["timing"] or {}
@@ -329,6 +360,8 @@ def profile_shape_all(op: Op, shape: Shape, doc: dict[str, Any], out_dir: Path, 
         "flops": op.flops(shape.params), "reference_sha256": source_sha256(op.reference),
         "reference": {"timing": timing.get("__reference__")}, "copy": {"timing": timing.get("__copy__")},
         "errors": measured["errors"], "worker_log": f"{sid}.worker.log",
+        # which GPU measured this shape: lanes of one host may differ in their unit, never in their model
+        "measured_on": {k: (measured["env"] or {}).get(k) for k in PER_GPU},
         "ncu": {k: v for k, v in (prof or {"status": "skipped"}).items() if k not in ("by_index", "worker_events")},
         # where the pipeline's own time went; compile_s is inside verify_s (first calls compile)
         "wall_s": {"verify": measured["verify_s"], "time": measured["time_s"], "ncu": (prof or {}).get("wall_s"),
@@ -348,10 +381,12 @@ def _only_available(op: Op, ncu_path: str, say: Say) -> Op:
 
 
 def run(ops: list[Op], cfg: Config, shape_filter: list[str] | None, require_gpu: bool, say: Say,
-        device: str = "cuda", suite: str | None = None, force: bool = False) -> list[Path] | None:
+        device: str = "cuda", suite: str | None = None, force: bool = False,
+        gpus: list[str] | None = None) -> list[Path] | None:
     """Profile every op × shape; returns the results files written, or None when there is no GPU.
 
-    A shape whose cache key (cache_key) matches its stored record is not measured again unless `force`."""
+    A shape whose cache key (cache_key) matches its stored record is not measured again unless `force`.
+    With several GPUs (`gpus`, default: every visible one) shapes are spread over one lane per GPU."""
     ncu_path = ""
     if device == "cuda":
         present, why = gpu_present()
@@ -362,38 +397,59 @@ def run(ops: list[Op], cfg: Config, shape_filter: list[str] | None, require_gpu:
             return None
         ncu_path = ncu.locate(cfg.ncu)
         ops = [_only_available(op, ncu_path, say) for op in ops]
+    lanes_for = gpus if gpus is not None else (shard.visible_gpus() if device == "cuda" else [])
     facts = host_facts(device, ncu_path)
     profiles = REPO / cfg.profiles_dir if not Path(cfg.profiles_dir).is_absolute() else Path(cfg.profiles_dir)
-    written = []
+    docs: dict[str, tuple[Path, dict[str, Any]]] = {}
+    pending: list[shard.Item] = []
     for op in ops:
         listed = op.config.op.shape_list(suite) or ([] if suite else [Shape()])
-        shapes = [s for s in listed if not shape_filter or s.id in shape_filter]
         path = results.path_for(profiles, facts["gpu_name"], op.name)
         doc = results.load(path) if path.exists() else results.new(op.name, {})
+        docs[op.name] = (path, doc)
         stored = {s["id"]: s for s in doc["shapes"]}
-        for shape in shapes:
+        for shape in (s for s in listed if not shape_filter or s.id in shape_filter):
             key = cache_key(op, shape, facts)
             if not force and stored.get(shape.id, {}).get("cache_key") == key:
                 say(f"[bold]{op.name}[/] {shape.id}: unchanged since {stored[shape.id].get('measured_at')}, "
                     "cached (--force re-measures)")
                 continue
-            env = doc["environment"]
+            cost = ((stored.get(shape.id) or {}).get("wall_s") or {}).get("total") or 60.0
+            pending.append(shard.Item((op.name, shape.id), cost, (op, shape, key)))
+        env = doc["environment"]
+        if any(it.key[0] == op.name for it in pending):
             if (env.get("gpu_name"), env.get("driver")) != (facts["gpu_name"], facts["driver"]) \
                     or not env.get("ceilings"):
                 env.clear()
                 env.update(gpu_name=facts["gpu_name"], driver=facts["driver"],
-                           ceilings=measure_ceilings(cfg, device, say))
+                           ceilings=measure_ceilings(cfg, device, say, lanes_for[0] if lanes_for else None))
             env.update(ncu_path=ncu_path, ncu_version=facts["ncu_version"], skipped_metrics=op.skipped_metrics,
-                       ncu_settings={
-                "replay_mode": op.config.ncu.replay_mode, "clock_control": op.config.ncu.clock_control,
-                "cache_control": op.config.ncu.cache_control, "metrics": op.config.ncu.metrics})
-            say(f"[bold]{op.name}[/] {shape.id}: verifying and timing {len(op.variants)} variants")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            record = profile_shape_all(op, shape, doc, path.parent, ncu_path, device, say)
-            record["cache_key"] = key
+                       ncu_settings={"replay_mode": op.config.ncu.replay_mode,
+                                     "clock_control": op.config.ncu.clock_control,
+                                     "cache_control": op.config.ncu.cache_control, "metrics": op.config.ncu.metrics})
+    lock = threading.Lock()
+
+    def work(gpu: str | None, item: shard.Item) -> None:
+        op, shape, key = item.payload
+        path, doc = docs[op.name]
+        lane = f"[dim]gpu {gpu}[/] " if gpu is not None and len(lanes_for) > 1 else ""
+        say(f"{lane}[bold]{op.name}[/] {shape.id}: verifying and timing {len(op.variants)} variants")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = profile_shape_all(op, shape, doc, path.parent, ncu_path, device, say, gpu)
+        record["cache_key"] = key
+        with lock:      # lanes finish shapes of the same op in any order; each write is whole and atomic
             results.merge_shape(doc, record)
             doc["created"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
             results.save(path, doc)
-        if path.exists():
-            written.append(path)
-    return written
+
+    if len(lanes_for) > 1:
+        say(f"{len(pending)} shape(s) over {len(lanes_for)} GPUs: {', '.join(lanes_for)}")
+        try:
+            shard.ThreadLanes().run(shard.plan(pending, lanes_for), work)
+        except BaseException:
+            kill_all()
+            raise
+    else:
+        for item in pending:
+            work(lanes_for[0] if lanes_for and gpus is not None else None, item)
+    return [path for path, _ in docs.values() if path.exists()]

@@ -64,14 +64,14 @@ def gpu_facts(device: str) -> dict[str, Any]:
     except ImportError:
         facts["triton"] = None
     facts["triton_interpret"] = os.environ.get("TRITON_INTERPRET", "0") == "1"
+    facts["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES", "")   # the lane this worker serves
     if device == "cpu":
         facts.update(gpu_name="cpu (Triton interpreter)", sm_count=0, l2_bytes=0)
         return facts
     props = torch.cuda.get_device_properties(0)
     facts.update(gpu_name=props.name, sm_count=props.multi_processor_count,
                  l2_bytes=int(getattr(props, "L2_cache_size", 0)), memory_bytes=props.total_memory,
-                 compute_capability=f"{props.major}.{props.minor}", cuda=torch.version.cuda,
-                 cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES", ""))
+                 compute_capability=f"{props.major}.{props.minor}", cuda=torch.version.cuda)
     # the device's limits, for the LLM export's GPU block (read, not hard-coded)
     for key in ("warp_size", "max_threads_per_multi_processor", "max_threads_per_block", "regs_per_multiprocessor",
                 "shared_memory_per_block", "shared_memory_per_block_optin", "shared_memory_per_multiprocessor"):
