@@ -12,7 +12,6 @@ import importlib.metadata
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,11 +23,11 @@ from typing import Any, Callable
 from rich.markup import escape
 
 from pipeline import metrics, ncu, results, shard
+from pipeline.supervise import REPO, WorkerRun, child_env, kill_all, read_events, track
 from pipeline.config import Config, Shape
 from pipeline.errors import NoGpuError
 from pipeline.ops import Op, Variant
 
-REPO = Path(__file__).resolve().parent.parent
 Say = Callable[[str], None]
 
 
@@ -46,35 +45,6 @@ def gpu_present() -> tuple[bool, str]:
     return True, out.stdout.strip().splitlines()[0]
 
 
-LIVE: set[subprocess.Popen] = set()   # worker and ncu processes now running, for a clean stop of all lanes
-LIVE_LOCK = threading.Lock()
-
-
-def track(proc: subprocess.Popen, alive: bool) -> None:
-    with LIVE_LOCK:
-        (LIVE.add if alive else LIVE.discard)(proc)
-
-
-def kill_all() -> None:
-    """End every tracked process group: lanes in threads cannot run their own clean-up on Ctrl-C."""
-    with LIVE_LOCK:
-        procs = list(LIVE)
-    for proc in procs:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def child_env(gpu: str | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    if gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = gpu
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 def _job(op: Op, shape: Shape, cfg: Config, variants: list[tuple[int, Variant]], mode: str,
          device: str) -> dict[str, Any]:
     tol = cfg.verify.tolerance_for(shape.dtype)
@@ -82,87 +52,6 @@ def _job(op: Op, shape: Shape, cfg: Config, variants: list[tuple[int, Variant]],
             "dtype": shape.dtype, "seeds": cfg.verify.seeds, "tolerance": {"rtol": tol.rtol, "atol": tol.atol},
             "timing": vars(cfg.timing).copy(), "device": device,
             "variants": [{"index": i, "name": v.name, "file": v.file, "config": v.config} for i, v in variants]}
-
-
-def _tail(path: Path, n: int = 6) -> str:
-    try:
-        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return ""
-    return " | ".join(lines[-n:])
-
-
-def _read_events(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
-    try:
-        with open(path) as fh:
-            fh.seek(offset)
-            chunk = fh.read()
-    except FileNotFoundError:
-        return [], offset
-    complete = chunk[:chunk.rfind("\n") + 1]
-    return [json.loads(ln) for ln in complete.splitlines() if ln.strip()], offset + len(complete)
-
-
-class WorkerRun:
-    """One worker process followed through its events file, killed if a phase outlives its limit."""
-
-    def __init__(self, job: dict[str, Any], workdir: Path, tag: str, log: Path, limits: dict[str, float],
-                 gpu: str | None = None):
-        self.events_path = workdir / f"events-{tag}.jsonl"
-        job = {**job, "events": str(self.events_path)}
-        job_file = workdir / f"job-{tag}.json"
-        job_file.write_text(json.dumps(job))
-        self.log, self.limits = log, limits
-        with open(log, "a") as fh:
-            fh.write(f"--- worker {tag}: {job['mode']} {len(job['variants'])} variants\n")
-            fh.flush()
-            self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.worker", str(job_file)], stdout=fh,
-                                         stderr=subprocess.STDOUT, env=child_env(gpu), cwd=REPO,
-                                         start_new_session=True)
-        track(self.proc, True)
-        self.current: str | None = None
-        self.phase: str | None = None
-        self.ended = False
-        self.killed = ""
-
-    def events(self):
-        """Yield events as they arrive until the process exits or is killed.
-
-        The worker runs in a session of its own (a hung kernel must not take the parent down), so an
-        interrupt does not reach it: any exit from here that is not the worker's own ends its group."""
-        offset, since = 0, time.time()
-        try:
-            while True:
-                exited = self.proc.poll() is not None
-                evs, offset = _read_events(self.events_path, offset)
-                for e in evs:
-                    if e["event"] == "begin":
-                        self.current, self.phase, since = e["variant"], e["phase"], time.time()
-                    elif e["event"] == "end":
-                        self.ended = True
-                    yield e
-                if exited:
-                    return
-                limit = self.limits.get(self.phase or "", self.limits["default"])
-                if time.time() - since > limit:
-                    self.kill()
-                    self.killed = f"killed after {limit:.0f} s in phase {self.phase}"
-                    return
-                time.sleep(0.1)
-        finally:
-            if self.proc.poll() is None:
-                self.kill()
-            track(self.proc, False)
-
-    def kill(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait()
-
-    def why(self) -> str:
-        return self.killed or f"worker exited with code {self.proc.returncode}: {_tail(self.log)}"
 
 
 def measure_shape(op: Op, shape: Shape, cfg: Config, workdir: Path, log: Path, device: str,
@@ -265,7 +154,7 @@ def profile_shape(op: Op, shape: Shape, cfg: Config, ok: list[tuple[int, Variant
         passes = [k["metrics"].get("profiler__replayer_passes", {}).get("value")
                   for ks in read["by_index"].values() for k in ks]
         record["passes"] = max([p for p in passes if p is not None], default=None)
-    record["worker_events"] = [e for e in _read_events(events, 0)[0] if e["event"] == "variant"]
+    record["worker_events"] = [e for e in read_events(events, 0)[0] if e["event"] == "variant"]
     return record
 
 

@@ -1,0 +1,129 @@
+"""The parent's side of the GPU worker processes: start, pin to a GPU, follow, time out, kill.
+
+A worker writes JSON-line events to a file (pipeline.worker); WorkerRun follows them and kills the worker's
+process group when a phase outlives its limit. Every worker and ncu process is tracked so that an
+interrupt, or a failing lane on a multi-GPU host, can end all of them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+LIVE: set[subprocess.Popen] = set()   # worker and ncu processes now running, for a clean stop of all lanes
+LIVE_LOCK = threading.Lock()
+
+
+def track(proc: subprocess.Popen, alive: bool) -> None:
+    with LIVE_LOCK:
+        (LIVE.add if alive else LIVE.discard)(proc)
+
+
+def kill_all() -> None:
+    """End every tracked process group: lanes in threads cannot run their own clean-up on Ctrl-C."""
+    with LIVE_LOCK:
+        procs = list(LIVE)
+    for proc in procs:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def child_env(gpu: str | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _tail(path: Path, n: int = 6) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return " | ".join(lines[-n:])
+
+
+def read_events(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
+    try:
+        with open(path) as fh:
+            fh.seek(offset)
+            chunk = fh.read()
+    except FileNotFoundError:
+        return [], offset
+    complete = chunk[:chunk.rfind("\n") + 1]
+    return [json.loads(ln) for ln in complete.splitlines() if ln.strip()], offset + len(complete)
+
+
+class WorkerRun:
+    """One worker process followed through its events file, killed if a phase outlives its limit."""
+
+    def __init__(self, job: dict[str, Any], workdir: Path, tag: str, log: Path, limits: dict[str, float],
+                 gpu: str | None = None):
+        self.events_path = workdir / f"events-{tag}.jsonl"
+        job = {**job, "events": str(self.events_path)}
+        job_file = workdir / f"job-{tag}.json"
+        job_file.write_text(json.dumps(job))
+        self.log, self.limits = log, limits
+        with open(log, "a") as fh:
+            fh.write(f"--- worker {tag}: {job['mode']} {len(job['variants'])} variants\n")
+            fh.flush()
+            self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.worker", str(job_file)], stdout=fh,
+                                         stderr=subprocess.STDOUT, env=child_env(gpu), cwd=REPO,
+                                         start_new_session=True)
+        track(self.proc, True)
+        self.current: str | None = None
+        self.phase: str | None = None
+        self.ended = False
+        self.killed = ""
+
+    def events(self):
+        """Yield events as they arrive until the process exits or is killed.
+
+        The worker runs in a session of its own (a hung kernel must not take the parent down), so an
+        interrupt does not reach it: any exit from here that is not the worker's own ends its group."""
+        offset, since = 0, time.time()
+        try:
+            while True:
+                exited = self.proc.poll() is not None
+                evs, offset = read_events(self.events_path, offset)
+                for e in evs:
+                    if e["event"] == "begin":
+                        self.current, self.phase, since = e["variant"], e["phase"], time.time()
+                    elif e["event"] == "end":
+                        self.ended = True
+                    yield e
+                if exited:
+                    return
+                limit = self.limits.get(self.phase or "", self.limits["default"])
+                if time.time() - since > limit:
+                    self.kill()
+                    self.killed = f"killed after {limit:.0f} s in phase {self.phase}"
+                    return
+                time.sleep(0.1)
+        finally:
+            if self.proc.poll() is None:
+                self.kill()
+            track(self.proc, False)
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
+    def why(self) -> str:
+        return self.killed or f"worker exited with code {self.proc.returncode}: {_tail(self.log)}"
