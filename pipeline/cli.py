@@ -16,7 +16,7 @@ from rich.table import Table
 
 from pipeline import config as config_mod
 from pipeline import ops as ops_mod
-from pipeline import export, ingest, profiling, recommend, report, results, stages
+from pipeline import export, gate_output, ingest, profiling, recommend, report, results, stages
 from pipeline.errors import ExitCode, PipelineError
 
 REPO = profiling.REPO
@@ -183,14 +183,13 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    from pipeline import gate
     cfg = _root(args)
     if args.profiles_dir:
         cfg = dataclasses.replace(cfg, profiles_dir=str(Path(args.profiles_dir).resolve()))
-    return gate.run(cfg, REPO, [Path(p).resolve() for p in args.results] or None, console=console,
-                    junit=Path(args.junit) if args.junit else None, ops=args.op, shapes=args.shape,
-                    suite=args.suite, variants=args.variant,
-                    baseline=Path(args.baseline).resolve() if args.baseline else None)
+    return gate_output.run(cfg, REPO, [Path(p).resolve() for p in args.results] or None, console=console,
+                           junit=Path(args.junit) if args.junit else None, ops=args.op, shapes=args.shape,
+                           suite=args.suite, variants=args.variant,
+                           baseline=Path(args.baseline).resolve() if args.baseline else None)
 
 
 def parser() -> argparse.ArgumentParser:
