@@ -93,8 +93,6 @@ def cmd_profile(args: argparse.Namespace) -> int:
         raise PipelineError(f"no op defines shape suite '{args.suite}' (op.yaml: suites: {{{args.suite}: [...]}})")
     if args.stage:
         stage = export.stage_named(args.stage)
-        wanted = list(dict.fromkeys([*cfg.ncu.metrics, *stage.metrics()]))
-        cfg = dataclasses.replace(cfg, ncu=dataclasses.replace(cfg.ncu, metrics=wanted))
         ops = [dataclasses.replace(op, config=dataclasses.replace(op.config, ncu=dataclasses.replace(
             op.config.ncu, metrics=list(dict.fromkeys([*op.config.ncu.metrics, *stage.metrics()]))))) for op in ops]
     written = profiling.run(ops, cfg, args.shape, args.require_gpu, console.print, device=args.device,

@@ -8,8 +8,6 @@ docs/gate.md.
 """
 from __future__ import annotations
 
-import functools
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +37,6 @@ class Check:
 
 def _rel(p: Path | str) -> str:
     return os.path.relpath(p, Path.cwd())
-
-
-@functools.lru_cache(maxsize=None)
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _shown(value: float, digits: str = ".1f") -> float:
@@ -229,7 +222,7 @@ def _freshness(ctx: dict[str, Any], shape: dict[str, Any], records: list[dict[st
     for path, digest in hashed:
         if not path.exists():
             problems.append(f"{_rel(path)} no longer exists")
-        elif _sha256(path) != digest:
+        elif results.source_sha256(path) != digest:
             problems.append(f"{_rel(path)} changed")
     when = shape.get("measured_at") or "?"
     if problems:

@@ -158,14 +158,10 @@ def profile_shape(op: Op, shape: Shape, cfg: Config, ok: list[tuple[int, Variant
     return record
 
 
-def source_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def _variant_record(i: int, v: Variant, measured: dict[str, Any], timing: dict[str, Any] | None,
                     prof: dict[str, Any] | None) -> dict[str, Any]:
     rec = {"name": v.name, "file": os.path.relpath(v.file, REPO), "stem": v.stem, "layout": v.layout,
-           "config": v.config, "baseline": v.baseline, "index": i, "source_sha256": source_sha256(v.file)}
+           "config": v.config, "baseline": v.baseline, "index": i, "source_sha256": results.source_sha256(v.file)}
     rec.update({k: val for k, val in measured.items() if k != "name"})
     rec["timing"] = (timing or {}).get(v.name)
     if rec["status"] == "ok" and rec["timing"] is None:
@@ -173,7 +169,7 @@ def _variant_record(i: int, v: Variant, measured: dict[str, Any], timing: dict[s
     if prof is None or rec["status"] != "ok":
         rec["ncu"] = {"status": "skipped" if prof is None else "not-profiled", "kernels": []}
         return rec
-    kernels = prof["by_index"].get(i, prof["by_index"].get(str(i), []))
+    kernels = prof["by_index"].get(i, [])
     expected = len(measured["launched"]) if "launched" in measured else None
     failed = next((e["result"] for e in prof.get("worker_events", []) if e["result"]["name"] == v.name), None)
     if prof["status"] != "ok":
@@ -212,8 +208,8 @@ def host_facts(device: str, ncu_path: str) -> dict[str, Any]:
 def cache_key(op: Op, shape: Shape, facts: dict[str, Any]) -> str:
     """Hash of everything that can change a shape's results: sources, configs, shape, GPU, tools, settings."""
     cfg = op.config
-    parts = {"variants": [(v.name, source_sha256(v.file), v.config, v.problem) for v in op.variants],
-             "reference": source_sha256(op.reference), "shape": [shape.params, shape.dtype],
+    parts = {"variants": [(v.name, results.source_sha256(v.file), v.config, v.problem) for v in op.variants],
+             "reference": results.source_sha256(op.reference), "shape": [shape.params, shape.dtype],
              "facts": facts, "settings": [vars(cfg.verify), vars(cfg.timing), vars(cfg.ncu), vars(cfg.worker)]}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -221,16 +217,14 @@ def cache_key(op: Op, shape: Shape, facts: dict[str, Any]) -> str:
 PER_GPU = ("gpu_uuid", "cuda_visible_devices")
 
 
-def profile_shape_all(op: Op, shape: Shape, doc: dict[str, Any], out_dir: Path, ncu_path: str, device: str,
-                      say: Say, gpu: str | None = None) -> dict[str, Any]:
-    """Measure and profile one shape; returns its record (also sets doc["environment"] from the worker)."""
+def profile_shape_all(op: Op, shape: Shape, out_dir: Path, ncu_path: str, device: str,
+                      say: Say, gpu: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Measure and profile one shape; returns its record and the worker's facts about the GPU it ran on."""
     with tempfile.TemporaryDirectory(prefix="pipeline-") as tmp:
         workdir = Path(tmp)
         wlog = workdir / "worker.log"
         t0 = time.time()
         measured = measure_shape(op, shape, op.config, workdir, wlog, device, say, gpu)
-        if measured["env"]:
-            doc["environment"].update({k: v for k, v in measured["env"].items() if k not in PER_GPU})
         sid = results.slug(shape.id)
         shutil.copyfile(wlog, out_dir / f"{sid}.worker.log")
         vs = measured["variants"]
@@ -244,13 +238,14 @@ def profile_shape_all(op: Op, shape: Shape, doc: dict[str, Any], out_dir: Path, 
             if prof["status"] != "ok":
                 say(f"  [red]ncu {prof['status']}[/]: {escape(prof.get('message', ''))}")
     timing = measured["timing"] or {}
+    facts = measured["env"] or {}
     return {
         "id": shape.id, "params": shape.params, "dtype": shape.dtype, "min_bytes": measured["min_bytes"],
-        "flops": op.flops(shape.params), "reference_sha256": source_sha256(op.reference),
+        "flops": op.flops(shape.params), "reference_sha256": results.source_sha256(op.reference),
         "reference": {"timing": timing.get("__reference__")}, "copy": {"timing": timing.get("__copy__")},
         "errors": measured["errors"], "worker_log": f"{sid}.worker.log",
         # which GPU measured this shape: lanes of one host may differ in their unit, never in their model
-        "measured_on": {k: (measured["env"] or {}).get(k) for k in PER_GPU},
+        "measured_on": {k: facts.get(k) for k in PER_GPU},
         "ncu": {k: v for k, v in (prof or {"status": "skipped"}).items() if k not in ("by_index", "worker_events")},
         # where the pipeline's own time went; compile_s is inside verify_s (first calls compile)
         "wall_s": {"verify": measured["verify_s"], "time": measured["time_s"], "ncu": (prof or {}).get("wall_s"),
@@ -258,7 +253,7 @@ def profile_shape_all(op: Op, shape: Shape, doc: dict[str, Any], out_dir: Path, 
                    "total": round(time.time() - t0, 2)},
         "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "variants": [_variant_record(i, v, vs[v.name], timing, prof) for i, v in enumerate(op.variants)],
-    }
+    }, facts
 
 
 def _only_available(op: Op, ncu_path: str, say: Say) -> Op:
@@ -291,6 +286,7 @@ def run(ops: list[Op], cfg: Config, shape_filter: list[str] | None, require_gpu:
     profiles = REPO / cfg.profiles_dir if not Path(cfg.profiles_dir).is_absolute() else Path(cfg.profiles_dir)
     docs: dict[str, tuple[Path, dict[str, Any]]] = {}
     pending: list[shard.Item] = []
+    ceilings: list[dict[str, Any] | None] = []    # measured at most once per run, shared by every op's file
     for op in ops:
         listed = op.config.op.shape_list(suite) or ([] if suite else [Shape()])
         path = results.path_for(profiles, facts["gpu_name"], op.name)
@@ -309,9 +305,10 @@ def run(ops: list[Op], cfg: Config, shape_filter: list[str] | None, require_gpu:
         if any(it.key[0] == op.name for it in pending):
             if (env.get("gpu_name"), env.get("driver")) != (facts["gpu_name"], facts["driver"]) \
                     or not env.get("ceilings"):
+                if not ceilings:
+                    ceilings.append(measure_ceilings(cfg, device, say, lanes_for[0] if lanes_for else None))
                 env.clear()
-                env.update(gpu_name=facts["gpu_name"], driver=facts["driver"],
-                           ceilings=measure_ceilings(cfg, device, say, lanes_for[0] if lanes_for else None))
+                env.update(gpu_name=facts["gpu_name"], driver=facts["driver"], ceilings=ceilings[0])
             env.update(ncu_path=ncu_path, ncu_version=facts["ncu_version"], skipped_metrics=op.skipped_metrics,
                        ncu_settings={"replay_mode": op.config.ncu.replay_mode,
                                      "clock_control": op.config.ncu.clock_control,
@@ -324,9 +321,10 @@ def run(ops: list[Op], cfg: Config, shape_filter: list[str] | None, require_gpu:
         lane = f"[dim]gpu {gpu}[/] " if gpu is not None and len(lanes_for) > 1 else ""
         say(f"{lane}[bold]{op.name}[/] {shape.id}: verifying and timing {len(op.variants)} variants")
         path.parent.mkdir(parents=True, exist_ok=True)
-        record = profile_shape_all(op, shape, doc, path.parent, ncu_path, device, say, gpu)
+        record, gpu_facts = profile_shape_all(op, shape, path.parent, ncu_path, device, say, gpu)
         record["cache_key"] = key
         with lock:      # lanes finish shapes of the same op in any order; each write is whole and atomic
+            doc["environment"].update({k: v for k, v in gpu_facts.items() if k not in PER_GPU})
             results.merge_shape(doc, record)
             doc["created"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
             results.save(path, doc)

@@ -5,6 +5,7 @@ The schema is documented in docs/results.md; bump SCHEMA_VERSION on any incompat
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -87,10 +88,6 @@ def find_all(profiles_dir: Path) -> list[Path]:
     return sorted(profiles_dir.glob("*/*/results.json"))
 
 
-def metric(kernel_or_variant: dict[str, Any], name: str) -> Any:
-    """A metric value of a variant (its first profiled kernel) or of a kernel record; None if absent."""
-    kernels = kernel_or_variant.get("ncu", {}).get("kernels") if "ncu" in kernel_or_variant else [kernel_or_variant]
-    if not kernels:
-        return None
-    entry = kernels[0].get("metrics", {}).get(name)
-    return entry["value"] if entry else None
+def source_sha256(path: str | Path) -> str:
+    """The hash stored per variant and reference (`source_sha256`, `reference_sha256`) and checked by the gate."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -269,8 +269,8 @@ def run_under_ncu(job: dict[str, Any], ev: Events) -> None:
                 torch.cuda.synchronize()
                 models.append((v, model))
             except BaseException as exc:  # noqa: BLE001
-                ev.emit("variant", result={"name": v["name"], "status": verify.classify(exc)[0],
-                                           "error": verify.classify(exc)[1]})
+                status, error = verify.classify(exc)
+                ev.emit("variant", result={"name": v["name"], "status": status, "error": error})
         outer = torch.cuda.nvtx.range_start(OUTER_RANGE)
         for v, model in models:
             ev.emit("begin", variant=v["name"], phase="ncu")
