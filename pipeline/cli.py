@@ -47,7 +47,7 @@ def _summary(paths: list[Path]) -> bool:
             view = report.shape_view(shape, doc["environment"], path.parent, path.parent)
             for r in view.rows:
                 failed |= r.status not in ("ok", "unsupported")
-                name = f"[bold green]{r.name}[/]" if r.recommended else r.name
+                name = f"[bold green]{escape(r.name)}[/]" if r.recommended else escape(r.name)
                 table.add_row(name, r.status, r.median_ms, r.frac_copy, r.sm_pct, r.warps_pct, r.grid_size, r.dram_pct)
             console.print(table)
             if rec:

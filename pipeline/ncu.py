@@ -137,15 +137,19 @@ def run(cmd: list[str], log: Path, timeout_s: float, env: dict[str, str],
     return rc, read_log(log.read_text(errors="replace"))
 
 
-def available(ncu: str, names: list[str]) -> tuple[list[str], list[str]]:
-    """(kept, skipped): metrics this GPU reports, by their base name in `ncu --query-metrics`.
-
-    launch__ and profiler__ metrics are properties of the launch, not counters, and are always kept."""
+def query_bases(ncu: str) -> set[str]:
+    """Base metric names this GPU reports (`ncu --query-metrics`); empty when the query fails."""
     try:
         out = subprocess.run([ncu, "--query-metrics"], capture_output=True, text=True, timeout=120).stdout
     except (OSError, subprocess.TimeoutExpired):
-        return names, []
-    bases = {ln.split()[0] for ln in out.splitlines() if ln.strip() and "__" in ln.split()[0]}
+        return set()
+    return {ln.split()[0] for ln in out.splitlines() if ln.strip() and "__" in ln.split()[0]}
+
+
+def available(bases: set[str], names: list[str]) -> tuple[list[str], list[str]]:
+    """(kept, skipped): metrics this GPU reports, judged by their base name in `bases` (query_bases).
+
+    launch__ and profiler__ metrics are properties of the launch, not counters, and are always kept."""
     if not bases:
         return names, []
     # names without a rollup suffix (sm__maximum_warps_per_active_cycle_pct) are derived ratios that the

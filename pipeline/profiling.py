@@ -256,8 +256,8 @@ def profile_shape_all(op: Op, shape: Shape, out_dir: Path, ncu_path: str, device
     }, facts
 
 
-def _only_available(op: Op, ncu_path: str, say: Say) -> Op:
-    kept, skipped = ncu.available(ncu_path, op.config.ncu.metrics)
+def _only_available(op: Op, bases: set[str], say: Say) -> Op:
+    kept, skipped = ncu.available(bases, op.config.ncu.metrics)
     if skipped:
         say(f"[yellow]{op.name}: this GPU does not report {', '.join(skipped)}: skipped[/]")
     cfg = dataclasses.replace(op.config, ncu=dataclasses.replace(op.config.ncu, metrics=kept))
@@ -280,7 +280,8 @@ def run(ops: list[Op], cfg: Config, shape_filter: list[str] | None, require_gpu:
             say(f"[bold yellow]No NVIDIA GPU found[/] ({why}).")
             return None
         ncu_path = ncu.locate(cfg.ncu)
-        ops = [_only_available(op, ncu_path, say) for op in ops]
+        bases = ncu.query_bases(ncu_path)
+        ops = [_only_available(op, bases, say) for op in ops]
     lanes_for = gpus if gpus is not None else (shard.visible_gpus() if device == "cuda" else [])
     facts = host_facts(device, ncu_path)
     profiles = REPO / cfg.profiles_dir if not Path(cfg.profiles_dir).is_absolute() else Path(cfg.profiles_dir)

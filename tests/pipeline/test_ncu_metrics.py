@@ -135,3 +135,14 @@ def test_isolated_read_equals_in_process_read(small_report, doc):
 def test_kernel_guard_uses_ncu_function_names(profiler_name, base):
     # the guard once held full signatures and matched nothing: ncu then profiled no kernel (seen on the H100)
     assert ncu.function_name(profiler_name) == base
+
+
+def test_metric_availability_by_base_name():
+    bases = {"sm__throughput", "dram__bytes_read", "gpu__time_duration"}
+    kept, skipped = ncu.available(bases, ["sm__throughput.avg.pct_of_peak_sustained_elapsed", "launch__grid_size",
+                                          "sm__maximum_warps_per_active_cycle_pct", "l1tex__made_up.sum"])
+    # launch properties and unsuffixed derived ratios are never listed by --query-metrics (seen on the H100)
+    assert kept == ["sm__throughput.avg.pct_of_peak_sustained_elapsed", "launch__grid_size",
+                    "sm__maximum_warps_per_active_cycle_pct"]
+    assert skipped == ["l1tex__made_up.sum"]
+    assert ncu.available(set(), ["x.sum"]) == (["x.sum"], [])   # a failed query filters nothing
