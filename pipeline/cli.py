@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from pipeline import config as config_mod
@@ -77,6 +78,23 @@ def _time_split(paths: list[Path], report_s: float) -> None:
                   + f", report {report_s:.1f} s; total {time.monotonic() - START:.1f} s")
 
 
+class ProgressBar:
+    """profiling.Tracker on a rich progress bar: what is running now, units done of units planned."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.task = progress.add_task("starting", total=0)
+
+    def add(self, units: int) -> None:
+        self.progress.update(self.task, total=(self.progress.tasks[0].total or 0) + units)
+
+    def doing(self, text: str) -> None:
+        self.progress.update(self.task, description=escape(text))
+
+    def done(self, units: int = 1) -> None:
+        self.progress.advance(self.task, units)
+
+
 def cmd_profile(args: argparse.Namespace) -> int:
     cfg = _root(args)
     if args.profiles_dir:
@@ -95,9 +113,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
         stage = export.stage_named(args.stage)
         ops = [dataclasses.replace(op, config=dataclasses.replace(op.config, ncu=dataclasses.replace(
             op.config.ncu, metrics=list(dict.fromkeys([*op.config.ncu.metrics, *stage.metrics()]))))) for op in ops]
-    written = profiling.run(ops, cfg, args.shape, args.require_gpu, console.print, device=args.device,
-                            suite=args.suite, force=args.force,
-                            gpus=[g for g in args.gpus.split(",") if g] if args.gpus else None)
+    # transient: the bar is redrawn in place on a terminal and leaves nothing in logs and CI output
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        written = profiling.run(ops, cfg, args.shape, args.require_gpu, console.print, device=args.device,
+                                suite=args.suite, force=args.force,
+                                gpus=[g for g in args.gpus.split(",") if g] if args.gpus else None,
+                                tracker=ProgressBar(progress))
     reports_dir, profiles_dir = _dir(cfg.reports_dir), _dir(cfg.profiles_dir)
     if written is None:
         recorded = [p for p in results.find_all(profiles_dir) if results.load(p)["op"] in {o.name for o in ops}]

@@ -54,7 +54,7 @@ class TimingConfig:
     warmup: int = _f(3, "untimed calls per variant before timing (after compilation)")
     min_reps: int = _f(10, "fewest timed repeats per variant")
     max_reps: int = _f(200, "most timed repeats per variant")
-    budget_ms: float = _f(500.0, "GPU time aimed at per variant; sets the repeat count between min and max")
+    budget_ms: float = _f(200.0, "GPU time aimed at per variant; sets the repeat count between min and max")
     rounds: int = _f(5, "repeats are interleaved across variants in this many rounds, so drift hits all alike")
     flush_l2: bool = _f(True, "overwrite a buffer of twice the L2 size before every timed repeat")
 
@@ -93,7 +93,10 @@ class NcuConfig:
     replay_mode: str = _f("kernel", "ncu --replay-mode (kernel replay was 5x faster than application replay)")
     clock_control: str = _f("base", "ncu --clock-control (base locks clocks; rank on event timing, not on ncu)")
     cache_control: str = _f("all", "ncu --cache-control (all flushes caches before each replay pass)")
-    timeout_s: float = _f(900.0, "wall-clock limit of one ncu process (one op × shape)")
+    select: typing.Literal["family-best", "all"] = _f(
+        "family-best", "which verified variants ncu profiles per shape: `family-best` (the fastest config of each "
+        "layout family by event timing, and the baseline; ranking needs no counters) or `all`")
+    timeout_s: float = _f(900.0, "wall-clock limit of one ncu process (the shapes of one op measured in a run)")
     path: str = _f("", "ncu executable; empty means search PATH, CUDA_HOME, /usr/local/cuda*, /opt/nvidia/nsight-compute")
 
 
@@ -216,6 +219,13 @@ def _convert(node: yaml.Node, tp: Any, path: Path, key: str) -> Any:
         origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         return _build(tp, node, path, key)
+    if origin is typing.Literal:
+        allowed = typing.get_args(tp)
+        value = yaml.safe_load(yaml.serialize(node)) if isinstance(node, yaml.ScalarNode) else None
+        if value not in allowed:
+            raise ConfigError(f"{_where(path, node)}: '{key}' must be one of {', '.join(map(str, allowed))}, "
+                              f"got {value!r}.{_suggest(str(value), map(str, allowed))}")
+        return value
     if origin is list:
         if not isinstance(node, yaml.SequenceNode):
             raise ConfigError(f"{_where(path, node)}: '{key}' must be a list")

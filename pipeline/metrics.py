@@ -1,7 +1,7 @@
 """Read an .ncu-rep with NVIDIA's `ncu_report` module and attribute each profiled kernel to its variant.
 
-Kernels are attributed by the NVTX start/end range `v<index>` they ran in; the worker opens one per
-variant. Values keep ncu's units. No CSV is parsed anywhere.
+Kernels are attributed by the NVTX start/end range `s<shape>.v<variant>` they ran in (ncu.range_name;
+reports recorded one shape per file used `v<variant>`); the worker opens one per variant and shape. Values keep ncu's units. No CSV is parsed anywhere.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline.errors import ToolError
 
-RANGE = re.compile(r"^v(\d+)$")
+RANGE = re.compile(r"^(s\d+\.)?v\d+$")
 # ncu-internal metrics worth keeping when present (how many passes the collection took)
 EXTRA = ("profiler__replayer_passes",)
 
@@ -55,7 +55,7 @@ def _ranges(action: Any) -> list[str]:
 
 
 def read_report(path: Path, metric_names: list[str], install_dir: Path | None = None) -> dict[str, Any]:
-    """{"by_index": {variant index: [kernel, ...]}, "unattributed": [kernel, ...]}.
+    """{"by_range": {range name: [kernel, ...]}, "unattributed": [kernel, ...]}.
 
     A kernel is {"name", "metrics": {metric: {"value", "unit"}}, "missing": [metrics ncu did not give]}."""
     ncu_report = import_ncu_report(install_dir)
@@ -63,7 +63,7 @@ def read_report(path: Path, metric_names: list[str], install_dir: Path | None = 
         report = ncu_report.load_report(str(path))
     except Exception as exc:  # noqa: BLE001 - ncu_report raises its own types
         raise ToolError(f"{path}: ncu_report could not read it: {exc}") from exc
-    by_index: dict[int, list[dict[str, Any]]] = {}
+    by_range: dict[str, list[dict[str, Any]]] = {}
     unattributed: list[dict[str, Any]] = []
     for r in range(report.num_ranges()):
         rng = report.range_by_idx(r)
@@ -77,9 +77,9 @@ def read_report(path: Path, metric_names: list[str], install_dir: Path | None = 
                         kernel["missing"].append(name)
                     continue
                 kernel["metrics"][name] = {"value": _value(metric), "unit": metric.unit()}
-            index = next((int(m.group(1)) for m in map(RANGE.match, _ranges(action)) if m), None)
-            (by_index.setdefault(index, []) if index is not None else unattributed).append(kernel)
-    return {"by_index": by_index, "unattributed": unattributed}
+            name = next((n for n in _ranges(action) if RANGE.match(n)), None)
+            (by_range.setdefault(name, []) if name is not None else unattributed).append(kernel)
+    return {"by_range": by_range, "unattributed": unattributed}
 
 
 def read_report_isolated(path: Path, metric_names: list[str], install_dir: Path | None) -> dict[str, Any]:
@@ -90,9 +90,7 @@ def read_report_isolated(path: Path, metric_names: list[str], install_dir: Path 
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
         raise ToolError(f"{path}: reading the report failed: {last}")
-    read = json.loads(proc.stdout)
-    read["by_index"] = {int(k): v for k, v in read["by_index"].items()}
-    return read
+    return json.loads(proc.stdout)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,11 @@ from pipeline.errors import ToolError
 OUTER_RANGE = "pipeline"
 
 
+def range_name(shape_index: int, variant_index: int) -> str:
+    """The NVTX range one variant's call runs in: ncu attributes its kernels by it (metrics.RANGE)."""
+    return f"s{shape_index}.v{variant_index}"
+
+
 def candidate_paths() -> list[str]:
     """Where ncu is looked for, in order (named in the error when it is nowhere)."""
     places = []

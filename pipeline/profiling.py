@@ -1,7 +1,9 @@
-"""The `profile` command: for each op × shape, measure in a GPU worker, then profile under ncu.
+"""The `profile` command: for each op, measure its shapes in one GPU worker, then profile them under one ncu.
 
-Data flows one way: ops → worker (verify, time) → ncu → metrics → results file. Each shape's record
-is written atomically as soon as it is complete, so an interrupted run keeps finished shapes.
+Data flows one way: ops → worker (verify, time) → ncu → metrics → results file. Each (variant, shape) result
+carries a cache key (variant_key); a rerun measures only variants whose key changed, re-timing the shape's
+fastest and baseline variants beside them so the comparisons it reports come from one run. Each shape's
+record is written atomically as soon as its op is complete, so an interrupted run keeps finished ops.
 """
 from __future__ import annotations
 
@@ -17,8 +19,9 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from rich.markup import escape
 
@@ -29,6 +32,30 @@ from pipeline.errors import NoGpuError
 from pipeline.ops import Op, Variant
 
 Say = Callable[[str], None]
+
+# Statuses measured again on the next run even when nothing changed: the measuring machinery failed,
+# not the variant. Everything else a variant earns (crashes and hangs included) recurs, so it is cached.
+REMEASURE = {"worker-error"}
+# ncu outcomes that stand for the variant's profile; any other makes a selected variant be profiled again
+NCU_FINAL = {"ok", "no-kernels", "count-mismatch", "timeout", "failed", "profile-error", "permission-denied"}
+
+
+class Tracker(Protocol):
+    """Progress of a long run: units of work are variant checks, shape timings and ncu passes over an op."""
+    def add(self, units: int) -> None: ...
+    def doing(self, text: str) -> None: ...
+    def done(self, units: int = 1) -> None: ...
+
+
+class Quiet:
+    def add(self, units: int) -> None:
+        pass
+
+    def doing(self, text: str) -> None:
+        pass
+
+    def done(self, units: int = 1) -> None:
+        pass
 
 
 def gpu_present() -> tuple[bool, str]:
@@ -45,68 +72,6 @@ def gpu_present() -> tuple[bool, str]:
     return True, out.stdout.strip().splitlines()[0]
 
 
-def _job(op: Op, shape: Shape, cfg: Config, variants: list[tuple[int, Variant]], mode: str,
-         device: str) -> dict[str, Any]:
-    tol = cfg.verify.tolerance_for(shape.dtype)
-    return {"mode": mode, "op": op.name, "reference": str(op.reference), "params": shape.params,
-            "dtype": shape.dtype, "seeds": cfg.verify.seeds, "tolerance": {"rtol": tol.rtol, "atol": tol.atol},
-            "timing": vars(cfg.timing).copy(), "device": device,
-            "variants": [{"index": i, "name": v.name, "file": v.file, "config": v.config} for i, v in variants]}
-
-
-def measure_shape(op: Op, shape: Shape, cfg: Config, workdir: Path, log: Path, device: str,
-                  say: Say, gpu: str | None = None) -> dict[str, Any]:
-    """Verify every variant (a crash or hang costs that variant only: the worker restarts on the rest),
-    then time the verified ones with the reference and a device copy in one more worker."""
-    indexed = list(enumerate(op.variants))
-    done: dict[str, dict[str, Any]] = {}
-    record: dict[str, Any] = {"env": None, "timing": None, "min_bytes": None, "errors": []}
-
-    def note(r: dict[str, Any]) -> None:
-        done[r["name"]] = r
-        mark = {"ok": "[green]✓[/]", "unsupported": "[yellow]–[/]"}.get(r["status"], "[red]✗[/]")
-        say(f"  {mark} {escape(r['name'])}: {r['status']}" + (f": {escape(r['error'])}" if r.get("error") else ""))
-
-    for _, v in indexed:
-        if v.problem:
-            note({"name": v.name, "status": "import-error", "error": v.problem})
-    limits = {"default": cfg.worker.variant_timeout_s, "timing": cfg.worker.timing_timeout_s}
-    attempt, t0 = 0, time.time()
-    while todo := [(i, v) for i, v in indexed if v.name not in done]:
-        attempt += 1
-        run = WorkerRun(_job(op, shape, cfg, todo, "verify", device), workdir, f"verify-{attempt}", log, limits, gpu)
-        for e in run.events():
-            if e["event"] == "env":
-                record["env"] = e["facts"]
-            elif e["event"] == "variant":
-                note(e["result"])
-        if run.ended:
-            break
-        if run.current is not None and run.current not in done:
-            note({"name": run.current, "status": "timeout" if run.killed else "crashed", "error": run.why()})
-            continue    # restart on the variants still to do
-        if run.current is not None and done[run.current]["status"] == "crashed":
-            continue    # the worker reported the crash itself, then exited: its context was gone
-        record["errors"].append(f"worker failed before any variant: {run.why()}")
-        say(f"  [red]✗[/] {escape(record['errors'][-1])}")
-        for _, v in todo:
-            done.setdefault(v.name, {"name": v.name, "status": "worker-error", "error": run.why()})
-        break
-    record["verify_s"], t0 = round(time.time() - t0, 2), time.time()
-    ok = [(i, v) for i, v in indexed if done.get(v.name, {}).get("status") == "ok"]
-    if record["env"] is not None or ok:
-        run = WorkerRun(_job(op, shape, cfg, ok, "time", device), workdir, "time", log, limits, gpu)
-        for e in run.events():
-            if e["event"] == "timing":
-                record["timing"], record["min_bytes"] = e["stats"], e["min_bytes"]
-        if not run.ended:
-            record["errors"].append(f"timing phase failed: {run.why()}")
-            say(f"  [red]✗[/] {escape(record['errors'][-1])}")
-    record["time_s"] = round(time.time() - t0, 2)
-    record["variants"] = done
-    return record
-
-
 def measure_ceilings(cfg: Config, device: str, say: Say, gpu: str | None = None) -> dict[str, Any] | None:
     """Copy bandwidth and matmul rate of this GPU, measured once per run (the roofline's two ceilings)."""
     job = {"mode": "ceilings", "op": "", "variants": [], "device": device, "timing": vars(cfg.timing).copy()}
@@ -121,69 +86,6 @@ def measure_ceilings(cfg: Config, device: str, say: Say, gpu: str | None = None)
     say(f"GPU ceilings: copy {c['copy_gbs']:,.0f} GB/s; matmul " +
         ", ".join(f"{k} {v:,.0f} TFLOP/s" for k, v in c["matmul_tflops"].items()))
     return c
-
-
-def profile_shape(op: Op, shape: Shape, cfg: Config, ok: list[tuple[int, Variant]], launched: dict[str, list[str]],
-                  ncu_path: str, rep: Path, log: Path, workdir: Path, device: str,
-                  gpu: str | None = None) -> dict[str, Any]:
-    """One ncu process over every verified variant; returns the shape's ncu record with per-index kernels."""
-    events = workdir / "events-ncu.jsonl"
-    job_file = workdir / "job-ncu.json"
-    job_file.write_text(json.dumps({**_job(op, shape, cfg, ok, "ncu", device), "events": str(events)}))
-    names = [ncu.function_name(n) for _, v in ok for n in launched.get(v.name, [])]
-    guard = names if all(launched.get(v.name) for _, v in ok) else []
-    tmp_rep = rep.with_name(f".{rep.name}")   # ncu writes here; renamed into place when complete
-    cmd = ncu.command(ncu_path, cfg.ncu, tmp_rep, guard, [sys.executable, "-m", "pipeline.worker", str(job_file)])
-    t0 = time.time()
-    rc, found = ncu.run(cmd, log, cfg.ncu.timeout_s, child_env(gpu), track)
-    record: dict[str, Any] = {
-        "command": cmd, "report": rep.name, "log": log.name, "exit_code": rc, "wall_s": round(time.time() - t0, 2),
-        "errors": found.errors, "warnings": found.warnings, "kernel_guard": bool(guard), "by_index": {}}
-    if rc is None:
-        record.update(status="timeout", message=f"ncu killed after {cfg.ncu.timeout_s:.0f} s")
-    elif found.permission:
-        record.update(status="permission-denied", message=ncu.PERMISSION_FIX)
-    elif found.no_kernels:
-        record.update(status="no-kernels", message="ncu: No kernels were profiled (see log)")
-    elif not tmp_rep.exists():
-        record.update(status="failed", message=(found.errors or [f"ncu exited {rc}, no report"])[0])
-    else:
-        os.replace(tmp_rep, rep)
-        read = metrics.read_report_isolated(rep, cfg.ncu.metrics, ncu.install_dir(ncu_path))
-        record.update(status="ok", by_index=read["by_index"], unattributed=read["unattributed"])
-        passes = [k["metrics"].get("profiler__replayer_passes", {}).get("value")
-                  for ks in read["by_index"].values() for k in ks]
-        record["passes"] = max([p for p in passes if p is not None], default=None)
-    record["worker_events"] = [e for e in read_events(events, 0)[0] if e["event"] == "variant"]
-    return record
-
-
-def _variant_record(i: int, v: Variant, measured: dict[str, Any], timing: dict[str, Any] | None,
-                    prof: dict[str, Any] | None) -> dict[str, Any]:
-    rec = {"name": v.name, "file": os.path.relpath(v.file, REPO), "stem": v.stem, "layout": v.layout,
-           "config": v.config, "baseline": v.baseline, "index": i, "source_sha256": results.source_sha256(v.file)}
-    rec.update({k: val for k, val in measured.items() if k != "name"})
-    rec["timing"] = (timing or {}).get(v.name)
-    if rec["status"] == "ok" and rec["timing"] is None:
-        rec.update(status="worker-error", error="not timed: the timing phase failed")
-    if prof is None or rec["status"] != "ok":
-        rec["ncu"] = {"status": "skipped" if prof is None else "not-profiled", "kernels": []}
-        return rec
-    kernels = prof["by_index"].get(i, [])
-    expected = len(measured["launched"]) if "launched" in measured else None
-    failed = next((e["result"] for e in prof.get("worker_events", []) if e["result"]["name"] == v.name), None)
-    if prof["status"] != "ok":
-        status, error = prof["status"], prof.get("message", "")
-    elif failed:
-        status, error = "failed", failed.get("error", "")
-    elif not kernels:
-        status, error = "no-kernels", f"no kernel profiled in NVTX range v{i}"
-    elif expected is not None and len(kernels) != expected:
-        status, error = "count-mismatch", f"{len(kernels)} kernels profiled, {expected} launched outside ncu"
-    else:
-        status, error = "ok", ""
-    rec["ncu"] = {"status": status, "error": error, "expected_kernels": expected, "kernels": kernels}
-    return rec
 
 
 def host_facts(device: str, ncu_path: str) -> dict[str, Any]:
@@ -205,57 +107,6 @@ def host_facts(device: str, ncu_path: str) -> dict[str, Any]:
     return facts
 
 
-def cache_key(op: Op, shape: Shape, facts: dict[str, Any]) -> str:
-    """Hash of everything that can change a shape's results: sources, configs, shape, GPU, tools, settings."""
-    cfg = op.config
-    parts = {"variants": [(v.name, results.source_sha256(v.file), v.config, v.problem) for v in op.variants],
-             "reference": results.source_sha256(op.reference), "shape": [shape.params, shape.dtype],
-             "facts": facts, "settings": [vars(cfg.verify), vars(cfg.timing), vars(cfg.ncu), vars(cfg.worker)]}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-PER_GPU = ("gpu_uuid", "cuda_visible_devices")
-
-
-def profile_shape_all(op: Op, shape: Shape, out_dir: Path, ncu_path: str, device: str,
-                      say: Say, gpu: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Measure and profile one shape; returns its record and the worker's facts about the GPU it ran on."""
-    with tempfile.TemporaryDirectory(prefix="pipeline-") as tmp:
-        workdir = Path(tmp)
-        wlog = workdir / "worker.log"
-        t0 = time.time()
-        measured = measure_shape(op, shape, op.config, workdir, wlog, device, say, gpu)
-        sid = results.slug(shape.id)
-        shutil.copyfile(wlog, out_dir / f"{sid}.worker.log")
-        vs = measured["variants"]
-        ok = [(i, v) for i, v in enumerate(op.variants) if vs.get(v.name, {}).get("status") == "ok"]
-        prof = None
-        if device == "cuda" and ok:
-            say(f"[bold]{op.name}[/] {shape.id}: ncu over {len(ok)} verified variants")
-            prof = profile_shape(op, shape, op.config, ok, {n: r.get("launched", []) for n, r in vs.items()},
-                                 ncu_path, out_dir / f"{sid}.ncu-rep", out_dir / f"{sid}.ncu.log", workdir, device,
-                                 gpu)
-            if prof["status"] != "ok":
-                say(f"  [red]ncu {prof['status']}[/]: {escape(prof.get('message', ''))}")
-    timing = measured["timing"] or {}
-    facts = measured["env"] or {}
-    return {
-        "id": shape.id, "params": shape.params, "dtype": shape.dtype, "min_bytes": measured["min_bytes"],
-        "flops": op.flops(shape.params), "reference_sha256": results.source_sha256(op.reference),
-        "reference": {"timing": timing.get("__reference__")}, "copy": {"timing": timing.get("__copy__")},
-        "errors": measured["errors"], "worker_log": f"{sid}.worker.log",
-        # which GPU measured this shape: lanes of one host may differ in their unit, never in their model
-        "measured_on": {k: facts.get(k) for k in PER_GPU},
-        "ncu": {k: v for k, v in (prof or {"status": "skipped"}).items() if k not in ("by_index", "worker_events")},
-        # where the pipeline's own time went; compile_s is inside verify_s (first calls compile)
-        "wall_s": {"verify": measured["verify_s"], "time": measured["time_s"], "ncu": (prof or {}).get("wall_s"),
-                   "compile": round(sum(r.get("first_call_s") or 0 for r in vs.values()), 2),
-                   "total": round(time.time() - t0, 2)},
-        "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "variants": [_variant_record(i, v, vs[v.name], timing, prof) for i, v in enumerate(op.variants)],
-    }, facts
-
-
 def _only_available(op: Op, bases: set[str], say: Say) -> Op:
     kept, skipped = ncu.available(bases, op.config.ncu.metrics)
     if skipped:
@@ -264,13 +115,355 @@ def _only_available(op: Op, bases: set[str], say: Say) -> Op:
     return dataclasses.replace(op, config=cfg, skipped_metrics=skipped)
 
 
+def _vjob(i: int, v: Variant) -> dict[str, Any]:
+    return {"index": i, "name": v.name, "file": v.file, "config": v.config}
+
+
+@dataclass
+class ShapeWork:
+    """One shape of one op to measure in this run, and what its stored record lets it skip."""
+    op: Op
+    shape: Shape
+    index: int                                   # position in its op's jobs: NVTX range s<index>
+    key: str                                     # shape_key: reference, shape, GPU, tools, settings
+    measure: list[tuple[int, Variant]]           # verified, timed and (if selected) profiled now
+    controls: list[tuple[int, Variant]]          # cached correct variants re-timed beside them
+    cached: dict[str, dict[str, Any]]            # stored variant records reused as they are
+    done: dict[str, dict[str, Any]] = field(default_factory=dict)
+    timing: dict[str, Any] | None = None
+    min_bytes: int | None = None
+    env: dict[str, Any] | None = None
+    errors: list[str] = field(default_factory=list)
+    timed: bool = False
+    wall: dict[str, float] = field(default_factory=lambda: {"verify": 0.0, "time": 0.0, "ncu": 0.0})
+
+    @property
+    def id(self) -> str:
+        return self.shape.id
+
+
+def shape_key(op: Op, shape: Shape, facts: dict[str, Any]) -> str:
+    """Hash of everything but the variants that can change a shape's results: the reference's source, the
+    shape, GPU, driver, tools and every measurement setting."""
+    cfg = op.config
+    parts = {"reference": results.source_sha256(op.reference), "shape": [shape.params, shape.dtype],
+             "facts": facts, "settings": [vars(cfg.verify), vars(cfg.timing), vars(cfg.ncu), vars(cfg.worker)]}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def variant_key(v: Variant, key: str) -> str:
+    """One (variant, config, shape) result's key: its source and config on top of the shape's key."""
+    sha = results.source_sha256(v.file) if Path(v.file).exists() else None
+    parts = [key, v.name, sha, v.config, v.problem]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _fastest(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    timed = [r for r in records if r.get("status") == "ok" and r.get("timing")]
+    return min(timed, key=lambda r: r["timing"]["median_ms"]) if timed else None
+
+
+def plan_shape(op: Op, shape: Shape, stored: dict[str, Any] | None, key: str, force: bool) -> ShapeWork:
+    """Split a shape's variants into cached (same key, stored result) and to-measure; pick the controls."""
+    indexed = list(enumerate(op.variants))
+    old = {r["name"]: r for r in (stored or {}).get("variants", [])}
+    cached = {}
+    if not force and stored is not None and stored.get("cache_key") == key:
+        for _, v in indexed:
+            r = old.get(v.name)
+            if r and r.get("cache_key") == variant_key(v, key) and r["status"] not in REMEASURE:
+                cached[v.name] = r
+    measure = [(i, v) for i, v in indexed if v.name not in cached]
+    controls = []
+    if measure and cached:
+        records = list(cached.values())
+        picks = [_fastest(records), _fastest([r for r in records if r.get("baseline")])]
+        names = {p["name"] for p in picks if p}
+        controls = [(i, v) for i, v in indexed if v.name in names]
+    return ShapeWork(op, shape, 0, key, measure, controls, cached)
+
+
+def _note(w: ShapeWork, r: dict[str, Any], say: Say, tracker: Tracker) -> None:
+    w.done[r["name"]] = r
+    mark = {"ok": "[green]✓[/]", "unsupported": "[yellow]–[/]"}.get(r["status"], "[red]✗[/]")
+    say(f"  {mark} {escape(w.op.name)} {escape(w.id)} {escape(r['name'])}: {r['status']}"
+        + (f": {escape(r['error'])}" if r.get("error") else ""))
+    tracker.done()
+
+
+def _shape_job(w: ShapeWork, cfg: Config) -> dict[str, Any]:
+    tol = cfg.verify.tolerance_for(w.shape.dtype)
+    verified = [(i, v) for i, v in w.measure if w.done.get(v.name, {}).get("status") == "ok"]
+    return {"id": w.id, "index": w.index, "params": w.shape.params, "dtype": w.shape.dtype,
+            "tolerance": {"rtol": tol.rtol, "atol": tol.atol},
+            "verify": [_vjob(i, v) for i, v in w.measure if v.name not in w.done],
+            "time": [_vjob(i, v) for i, v in verified + w.controls]}
+
+
+def measure_op(op: Op, works: list[ShapeWork], workdir: Path, log: Path, device: str, say: Say,
+               tracker: Tracker, gpu: str | None = None) -> None:
+    """Verify and time every shape of `works` in one worker process. A crash or hang costs that variant
+    only: the worker is restarted on what is left. Fills each ShapeWork's done/timing/errors/wall."""
+    cfg = op.config
+    for w in works:
+        for i, v in w.measure:
+            if v.problem:
+                _note(w, {"name": v.name, "status": "import-error", "error": v.problem}, say, tracker)
+    by_id = {w.id: w for w in works}
+    limits = {"default": cfg.worker.variant_timeout_s, "timing": cfg.worker.timing_timeout_s}
+    attempt = 0
+    while todo := [w for w in works if not w.timed]:
+        attempt += 1
+        progress = sum(len(w.done) for w in works)
+        job = {"mode": "measure", "op": op.name, "reference": str(op.reference), "device": device,
+               "seeds": cfg.verify.seeds, "timing": vars(cfg.timing).copy(),
+               "shapes": [_shape_job(w, cfg) for w in todo]}
+        run = WorkerRun(job, workdir, f"measure-{attempt}", log, limits, gpu)
+        since = run.started
+        for e in run.events():
+            w = by_id.get(e.get("shape") or "")
+            if e["event"] == "env":
+                for t in todo:
+                    t.env = e["facts"]
+            elif e["event"] == "begin" and w is not None:
+                tracker.doing(f"{op.name} {w.id}: {e['phase']} {e['variant'] or ''}".rstrip())
+                if e["phase"] == "timing":
+                    w.wall["verify"] += e["t"] - since
+                    since = e["t"]
+            elif e["event"] == "variant" and w is not None:
+                _note(w, e["result"], say, tracker)
+            elif e["event"] == "timing" and w is not None:
+                w.timing, w.min_bytes = e["stats"], e["min_bytes"]
+            elif e["event"] == "shape-end" and w is not None:
+                w.wall["time"] += e["t"] - since
+                since, w.timed = e["t"], True
+                tracker.done()
+        if run.ended:
+            break
+        w = by_id.get(run.shape or "")
+        moved = sum(len(t.done) for t in works) > progress
+        if w is not None and run.phase == "verify" and run.current is not None:
+            if run.current not in w.done:
+                _note(w, {"name": run.current, "status": "timeout" if run.killed else "crashed",
+                          "error": run.why()}, say, tracker)
+            continue    # restart on the variants still to do
+        if w is not None and run.phase == "timing":
+            w.errors.append(f"timing phase failed: {run.why()}")
+            say(f"  [red]✗[/] {escape(op.name)} {escape(w.id)}: {escape(w.errors[-1])}")
+            w.timed = True
+            tracker.done()
+            continue
+        if moved:
+            continue
+        # died outside any variant and made no progress: the shapes it had left cannot be measured
+        why = f"worker failed before any variant: {run.why()}"
+        say(f"  [red]✗[/] {escape(op.name)}: {escape(why)}")
+        for t in todo:
+            t.errors.append(why)
+            for _, v in t.measure:
+                if v.name not in t.done:
+                    _note(t, {"name": v.name, "status": "worker-error", "error": run.why()}, say, tracker)
+            t.timed = True
+        break
+
+
+def _selected(w: ShapeWork, select: str) -> list[tuple[int, Variant]]:
+    """Variants ncu profiles now: with `family-best`, the fastest correct config of each layout family
+    (cached ones count, so a family's best is profiled once); with `all`, every correct one."""
+    records = {**w.cached, **w.done}
+    timing = w.timing or {}
+
+    def median(name: str) -> float | None:
+        t = timing.get(name) or (w.cached.get(name) or {}).get("timing")
+        return t["median_ms"] if t else None
+
+    ok = [(i, v) for i, v in enumerate(w.op.variants)
+          if records.get(v.name, {}).get("status") == "ok" and median(v.name) is not None]
+    if select == "family-best":
+        best: dict[str, tuple[int, Variant]] = {}
+        for i, v in ok:
+            if v.stem not in best or median(v.name) < median(best[v.stem][1].name):
+                best[v.stem] = (i, v)
+        ok = sorted(best.values(), key=lambda iv: iv[0])
+    # a cached variant keeps a profile that stands; everything else selected is profiled in this run
+    return [(i, v) for i, v in ok
+            if v.name in w.done or (w.cached[v.name].get("ncu") or {}).get("status") not in NCU_FINAL]
+
+
+def profile_op(op: Op, works: list[ShapeWork], picks: dict[str, list[tuple[int, Variant]]], ncu_path: str,
+               out_dir: Path, stamp: str, workdir: Path, device: str, tracker: Tracker,
+               gpu: str | None = None) -> dict[str, Any]:
+    """One ncu process over the picked variants of every shape; returns the run's ncu record with the
+    kernels of each NVTX range."""
+    shapes = [w for w in works if picks.get(w.id)]
+    events = workdir / "events-ncu.jsonl"
+    job_file = workdir / "job-ncu.json"
+    job_file.write_text(json.dumps({
+        "mode": "ncu", "op": op.name, "reference": str(op.reference), "device": device,
+        "seeds": op.config.verify.seeds, "events": str(events),
+        "shapes": [{"id": w.id, "index": w.index, "params": w.shape.params, "dtype": w.shape.dtype,
+                    "variants": [_vjob(i, v) for i, v in picks[w.id]]} for w in shapes]}))
+    launched = [w.done.get(v.name, w.cached.get(v.name, {})).get("launched") for w in shapes for _, v in picks[w.id]]
+    guard = sorted({ncu.function_name(n) for names in launched for n in names or []}) if all(launched) else []
+    rep, log = out_dir / f"{stamp}.ncu-rep", out_dir / f"{stamp}.ncu.log"
+    tmp_rep = rep.with_name(f".{rep.name}")   # ncu writes here; renamed into place when complete
+    cmd = ncu.command(ncu_path, op.config.ncu, tmp_rep, guard, [sys.executable, "-m", "pipeline.worker", str(job_file)])
+    tracker.doing(f"{op.name}: ncu over {sum(len(picks[w.id]) for w in shapes)} variants of {len(shapes)} shape(s)")
+    t0 = time.time()
+    rc, found = ncu.run(cmd, log, op.config.ncu.timeout_s, child_env(gpu), track)
+    record: dict[str, Any] = {
+        "command": cmd, "report": rep.name, "log": log.name, "exit_code": rc, "wall_s": round(time.time() - t0, 2),
+        "errors": found.errors, "warnings": found.warnings, "kernel_guard": bool(guard), "by_range": {}}
+    if rc is None:
+        record.update(status="timeout", message=f"ncu killed after {op.config.ncu.timeout_s:.0f} s")
+    elif found.permission:
+        record.update(status="permission-denied", message=ncu.PERMISSION_FIX)
+    elif found.no_kernels:
+        record.update(status="no-kernels", message="ncu: No kernels were profiled (see log)")
+    elif not tmp_rep.exists():
+        record.update(status="failed", message=(found.errors or [f"ncu exited {rc}, no report"])[0])
+    else:
+        os.replace(tmp_rep, rep)
+        read = metrics.read_report_isolated(rep, op.config.ncu.metrics, ncu.install_dir(ncu_path))
+        record.update(status="ok", by_range=read["by_range"], unattributed=read["unattributed"])
+        passes = [k["metrics"].get("profiler__replayer_passes", {}).get("value")
+                  for ks in read["by_range"].values() for k in ks]
+        record["passes"] = max([p for p in passes if p is not None], default=None)
+    if record["status"] != "ok":
+        record["report"] = None
+    record["worker_events"] = [e for e in read_events(events, 0)[0] if e["event"] == "variant"]
+    tracker.done()
+    return record
+
+
+def _profile_of(i: int, v: Variant, w: ShapeWork, measured: dict[str, Any], prof: dict[str, Any]) -> dict[str, Any]:
+    kernels = prof["by_range"].get(ncu.range_name(w.index, i), [])
+    expected = len(measured["launched"]) if "launched" in measured else None
+    failed = next((e["result"] for e in prof.get("worker_events", [])
+                   if e.get("shape") == w.id and e["result"]["name"] == v.name), None)
+    if prof["status"] != "ok":
+        status, error = prof["status"], prof.get("message", "")
+    elif failed:
+        status, error = "profile-error", failed.get("error", "")
+    elif not kernels:
+        status, error = "no-kernels", f"no kernel profiled in NVTX range {ncu.range_name(w.index, i)}"
+    elif expected is not None and len(kernels) != expected:
+        status, error = "count-mismatch", f"{len(kernels)} kernels profiled, {expected} launched outside ncu"
+    else:
+        status, error = "ok", ""
+    return {"status": status, "error": error, "expected_kernels": expected, "kernels": kernels,
+            "report": prof.get("report"), "range": ncu.range_name(w.index, i)}
+
+
+def assemble(w: ShapeWork, prof: dict[str, Any] | None, picked: set[str], select: str,
+             worker_log: str) -> dict[str, Any]:
+    """The shape's record: fresh results for measured variants, stored ones (marked cached) for the rest."""
+    op, timing = w.op, w.timing or {}
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    variants = []
+    for i, v in enumerate(op.variants):
+        if v.name in w.cached:
+            rec = dict(w.cached[v.name], index=i, cached=True)
+            if v.name in timing:               # a control, re-timed beside the variants measured now
+                rec.update(timing=timing[v.name], retimed_at=now)
+            if v.name in picked and prof is not None:
+                rec["ncu"] = _profile_of(i, v, w, rec, prof)
+            variants.append(rec)
+            continue
+        measured = w.done.get(v.name) or {"name": v.name, "status": "worker-error", "error": "not measured"}
+        rec = {"name": v.name, "file": os.path.relpath(v.file, REPO), "stem": v.stem, "layout": v.layout,
+               "config": v.config, "baseline": v.baseline, "index": i,
+               "source_sha256": results.source_sha256(v.file) if Path(v.file).exists() else None,
+               "cache_key": variant_key(v, w.key), "measured_at": now, "cached": False}
+        rec.update({k: val for k, val in measured.items() if k != "name"})
+        rec["timing"] = timing.get(v.name)
+        if rec["status"] == "ok" and rec["timing"] is None:
+            rec.update(status="worker-error", error="not timed: the timing phase failed")
+        if rec["status"] != "ok":
+            rec["ncu"] = {"status": "not-profiled", "kernels": []}
+        elif prof is None:
+            rec["ncu"] = {"status": "skipped", "kernels": []}
+        elif v.name in picked:
+            rec["ncu"] = _profile_of(i, v, w, measured, prof)
+        else:
+            rec["ncu"] = {"status": "not-selected", "kernels": [],
+                          "error": f"not the fastest config of its layout family (ncu.select: {select})"}
+        variants.append(rec)
+    facts = w.env or {}
+    ncu_rec = {k: val for k, val in prof.items() if k not in ("by_range", "worker_events")} if prof else None
+    return {
+        "id": w.id, "params": w.shape.params, "dtype": w.shape.dtype,
+        "min_bytes": w.min_bytes,
+        "flops": op.flops(w.shape.params), "reference_sha256": results.source_sha256(op.reference),
+        "reference": {"timing": timing.get("__reference__")}, "copy": {"timing": timing.get("__copy__")},
+        "errors": w.errors, "worker_log": worker_log,
+        # which GPU measured this shape: lanes of one host may differ in their unit, never in their model
+        "measured_on": {k: facts.get(k) for k in PER_GPU},
+        "ncu": ncu_rec or {"status": "skipped"},
+        # where the pipeline's own time went in this run; compile_s is inside verify_s (first calls compile)
+        "wall_s": {"verify": round(w.wall["verify"], 2), "time": round(w.wall["time"], 2),
+                   "ncu": round(w.wall["ncu"], 2),
+                   "compile": round(sum(r.get("first_call_s") or 0 for r in w.done.values()), 2),
+                   "total": round(sum(w.wall.values()), 2)},
+        "measured_at": now, "cache_key": w.key,
+        "counts": {"measured": len(w.measure), "cached": len(w.cached), "retimed": len(w.controls)},
+        "variants": variants,
+    }
+
+
+PER_GPU = ("gpu_uuid", "cuda_visible_devices")
+
+
+def prune(op_dir: Path, doc: dict[str, Any]) -> None:
+    """Delete ncu reports, ncu logs and worker logs that no record of the results file names any more."""
+    named = {doc_name for s in doc["shapes"] for doc_name in
+             [s.get("worker_log"), (s.get("ncu") or {}).get("report"), (s.get("ncu") or {}).get("log")]
+             + [(v.get("ncu") or {}).get("report") for v in s["variants"]] if doc_name}
+    for pattern in ("*.ncu-rep", "*.ncu.log", "*.worker.log"):
+        for f in op_dir.glob(pattern):
+            if f.name not in named:
+                f.unlink(missing_ok=True)
+
+
+def profile_op_shapes(op: Op, works: list[ShapeWork], out_dir: Path, ncu_path: str, device: str, say: Say,
+                      tracker: Tracker, stamp: str, gpu: str | None = None) -> list[dict[str, Any]]:
+    """Measure and profile the given shapes of one op; returns their records, in order."""
+    for j, w in enumerate(works):
+        w.index = j
+    with tempfile.TemporaryDirectory(prefix="pipeline-") as tmp:
+        workdir = Path(tmp)
+        wlog = workdir / "worker.log"
+        measure_op(op, works, workdir, wlog, device, say, tracker, gpu)
+        worker_log = f"{stamp}.worker.log"
+        shutil.copyfile(wlog, out_dir / worker_log)
+        select = op.config.ncu.select
+        picks = {w.id: _selected(w, select) for w in works} if device == "cuda" else {}
+        prof = None
+        if any(picks.values()):
+            n = sum(len(p) for p in picks.values())
+            say(f"[bold]{escape(op.name)}[/]: ncu over {n} variant(s) of {sum(1 for p in picks.values() if p)} "
+                f"shape(s) (ncu.select: {select})")
+            prof = profile_op(op, works, picks, ncu_path, out_dir, stamp, workdir, device, tracker, gpu)
+            if prof["status"] != "ok":
+                say(f"  [red]ncu {prof['status']}[/]: {escape(prof.get('message', ''))}")
+            share = prof["wall_s"] / max(1, n)      # one process for all shapes: split by variants profiled
+            for w in works:
+                w.wall["ncu"] = share * len(picks.get(w.id, []))
+        else:
+            tracker.done()
+    return [assemble(w, prof if picks.get(w.id) else None, {v.name for _, v in picks.get(w.id, [])}, select,
+                     worker_log) for w in works]
+
+
 def run(ops: list[Op], cfg: Config, shape_filter: list[str] | None, require_gpu: bool, say: Say,
         device: str = "cuda", suite: str | None = None, force: bool = False,
-        gpus: list[str] | None = None) -> list[Path] | None:
+        gpus: list[str] | None = None, tracker: Tracker | None = None) -> list[Path] | None:
     """Profile every op × shape; returns the results files written, or None when there is no GPU.
 
-    A shape whose cache key (cache_key) matches its stored record is not measured again unless `force`.
-    With several GPUs (`gpus`, default: every visible one) shapes are spread over one lane per GPU."""
+    Variants whose cache key (variant_key) matches their stored record are not measured again unless
+    `force`. With several GPUs (`gpus`, default: every visible one) shapes are spread over one lane per GPU;
+    each lane measures the shapes of one op it holds in one worker and one ncu process."""
+    tracker = tracker or Quiet()
     ncu_path = ""
     if device == "cuda":
         present, why = gpu_present()
@@ -295,13 +488,19 @@ def run(ops: list[Op], cfg: Config, shape_filter: list[str] | None, require_gpu:
         docs[op.name] = (path, doc)
         stored = {s["id"]: s for s in doc["shapes"]}
         for shape in (s for s in listed if not shape_filter or s.id in shape_filter):
-            key = cache_key(op, shape, facts)
-            if not force and stored.get(shape.id, {}).get("cache_key") == key:
-                say(f"[bold]{op.name}[/] {shape.id}: unchanged since {stored[shape.id].get('measured_at')}, "
-                    "cached (--force re-measures)")
+            key = shape_key(op, shape, facts)
+            work = plan_shape(op, shape, stored.get(shape.id), key, force)
+            if not work.measure:
+                say(f"[bold]{escape(op.name)}[/] {escape(shape.id)}: unchanged since "
+                    f"{stored[shape.id].get('measured_at')}, cached (--force re-measures)")
                 continue
+            if work.cached:
+                say(f"[bold]{escape(op.name)}[/] {escape(shape.id)}: {len(work.measure)} variant(s) changed, "
+                    f"{len(work.cached)} cached; re-timing {', '.join(v.name for _, v in work.controls) or 'none'} "
+                    "beside them")
             cost = ((stored.get(shape.id) or {}).get("wall_s") or {}).get("total") or 60.0
-            pending.append(shard.Item((op.name, shape.id), cost, (op, shape, key)))
+            pending.append(shard.Item((op.name, shape.id), cost * len(work.measure) / max(1, len(op.variants)),
+                                      work))
         env = doc["environment"]
         if any(it.key[0] == op.name for it in pending):
             if (env.get("gpu_name"), env.get("driver")) != (facts["gpu_name"], facts["driver"]) \
@@ -313,22 +512,28 @@ def run(ops: list[Op], cfg: Config, shape_filter: list[str] | None, require_gpu:
             env.update(ncu_path=ncu_path, ncu_version=facts["ncu_version"], skipped_metrics=op.skipped_metrics,
                        ncu_settings={"replay_mode": op.config.ncu.replay_mode,
                                      "clock_control": op.config.ncu.clock_control,
-                                     "cache_control": op.config.ncu.cache_control, "metrics": op.config.ncu.metrics})
+                                     "cache_control": op.config.ncu.cache_control, "select": op.config.ncu.select,
+                                     "metrics": op.config.ncu.metrics})
+    tracker.add(sum(len(it.payload.measure) + 1 for it in pending) + len({it.key[0] for it in pending}))
     lock = threading.Lock()
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
 
-    def work(gpu: str | None, item: shard.Item) -> None:
-        op, shape, key = item.payload
+    def work(gpu: str | None, batch: list[shard.Item]) -> None:
+        op = batch[0].payload.op
         path, doc = docs[op.name]
         lane = f"[dim]gpu {gpu}[/] " if gpu is not None and len(lanes_for) > 1 else ""
-        say(f"{lane}[bold]{op.name}[/] {shape.id}: verifying and timing {len(op.variants)} variants")
+        say(f"{lane}[bold]{escape(op.name)}[/]: verifying and timing {', '.join(escape(it.key[1]) for it in batch)}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        record, gpu_facts = profile_shape_all(op, shape, path.parent, ncu_path, device, say, gpu)
-        record["cache_key"] = key
+        works = [it.payload for it in batch]
+        tag = f"{stamp}-gpu{gpu}" if gpu is not None and len(lanes_for) > 1 else stamp
+        records = profile_op_shapes(op, works, path.parent, ncu_path, device, say, tracker, tag, gpu)
         with lock:      # lanes finish shapes of the same op in any order; each write is whole and atomic
-            doc["environment"].update({k: v for k, v in gpu_facts.items() if k not in PER_GPU})
-            results.merge_shape(doc, record)
+            for w, record in zip(works, records):
+                doc["environment"].update({k: v for k, v in (w.env or {}).items() if k not in PER_GPU})
+                results.merge_shape(doc, record)
             doc["created"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
             results.save(path, doc)
+            prune(path.parent, doc)
 
     if len(lanes_for) > 1:
         say(f"{len(pending)} shape(s) over {len(lanes_for)} GPUs: {', '.join(lanes_for)}")
@@ -338,6 +543,6 @@ def run(ops: list[Op], cfg: Config, shape_filter: list[str] | None, require_gpu:
             kill_all()
             raise
     else:
-        for item in pending:
-            work(lanes_for[0] if lanes_for and gpus is not None else None, item)
+        for batch in shard.batches(pending):
+            work(lanes_for[0] if lanes_for and gpus is not None else None, batch)
     return [path for path, _ in docs.values() if path.exists()]

@@ -98,8 +98,16 @@ def _row(v: dict[str, Any], shape: dict[str, Any], env: dict[str, Any], rec: rec
     moved, mb = analysis.dram_bytes(v), shape.get("min_bytes")
     excess = moved / mb if moved is not None and mb else None
     grid, block = recommend.launch_dims(v, "grid"), recommend.launch_dims(v, "block")
-    ncu_status = (v.get("ncu") or {}).get("status", "")
-    status = v["status"] + (f" · ncu {ncu_status}" if v["status"] == "ok" and ncu_status not in ("ok", "") else "")
+    ncu_rec = v.get("ncu") or {}
+    ncu_status = ncu_rec.get("status", "")
+    status = v["status"] + ("" if v["status"] != "ok" or ncu_status in ("ok", "") else
+                            " · not profiled" if ncu_status == "not-selected" else f" · ncu {ncu_status}")
+    # a cached result says when it was measured (and re-timed, when it served as a control)
+    status += " · cached" if v.get("cached") else ""
+    when = "; ".join(x for x in (
+        ncu_rec.get("error", "") if ncu_status == "not-selected" else "",
+        f"measured {v['measured_at']}" if v.get("measured_at") else "",
+        f"re-timed {v['retimed_at']} beside the variants measured then" if v.get("retimed_at") else "") if x)
     is_rec = bool(rec and rec.variant["name"] == v["name"])
     tied = bool(rec and v["name"] in rec.ties)
     vs_base = base_ms / med if med and base_ms else None
@@ -108,7 +116,7 @@ def _row(v: dict[str, Any], shape: dict[str, Any], env: dict[str, Any], rec: rec
     name = v["name"] + (" (baseline)" if v.get("baseline") else "")
     cells = [
         Cell(_breakable(name), v["name"], "l", v.get("layout", "")),
-        Cell(status, v["status"], "l"),
+        Cell(status, v["status"], "l", when),
         Cell(_ms(med), _sort(med)),
         Cell(f"{_ms(tm['p25_ms'])}–{_ms(tm['p75_ms'])}" if tm else "—", _sort(tm and tm["p75_ms"] - tm["p25_ms"]),
              title=f"{tm['reps']} repeats" if tm else ""),
@@ -221,6 +229,8 @@ def shape_view(shape: dict[str, Any], env: dict[str, Any], results_dir: Path, re
         ncu_status=ncu_rec.get("status", "—"), ncu_message=ncu_rec.get("message", ""),
         ncu_command=" ".join(ncu_rec.get("command", [])), ncu_passes=str(ncu_rec.get("passes") or "—"),
         report_href=_href(results_dir, reports_dir, ncu_rec.get("report")),
+        cached_report_hrefs=[_href(results_dir, reports_dir, r) for r in sorted(
+            {(v.get("ncu") or {}).get("report") for v in shape["variants"]} - {None, ncu_rec.get("report")})],
         log_href=_href(results_dir, reports_dir, ncu_rec.get("log")),
         worker_log_href=_href(results_dir, reports_dir, shape.get("worker_log")),
         errors=list(shape.get("errors", [])))

@@ -1,8 +1,9 @@
-"""Spread (op, shape) work over the GPUs of one host: one lane per GPU, each lane running shapes in turn.
+"""Spread (op, shape) work over the GPUs of one host: one lane per GPU, each lane running its shapes in turn,
+the shapes of one op together (one worker and one ncu process per op and lane).
 
-The stages never see this module: a lane calls the same per-shape function as a single-GPU run, with
+The stages never see this module: a lane calls the same per-op function as a single-GPU run, with
 CUDA_VISIBLE_DEVICES set to its GPU for the worker and ncu processes it starts. The caller merges each
-finished shape into its results file under a lock. A cluster backend (Ray actors holding one GPU each,
+finished op into its results file under a lock. A cluster backend (Ray actors holding one GPU each,
 as Kernel Tuner does) would implement `Backend.run` with the same arguments.
 """
 from __future__ import annotations
@@ -47,23 +48,31 @@ def plan(items: list[Item], devices: list[str]) -> dict[str, list[Item]]:
     return lanes
 
 
+def batches(items: list[Item]) -> list[list[Item]]:
+    """The items grouped by op (key[0]), in order of each op's first item: one batch per process pair."""
+    groups: dict[str, list[Item]] = {}
+    for item in items:
+        groups.setdefault(item.key[0], []).append(item)
+    return list(groups.values())
+
+
 class Backend(Protocol):
-    def run(self, lanes: dict[str, list[Item]], work: Callable[[str, Item], None]) -> None: ...
+    def run(self, lanes: dict[str, list[Item]], work: Callable[[str, list[Item]], None]) -> None: ...
 
 
 class ThreadLanes:
     """One thread per GPU on this host; the first exception of any lane is raised after all have stopped."""
 
-    def run(self, lanes: dict[str, list[Item]], work: Callable[[str, Item], None]) -> None:
+    def run(self, lanes: dict[str, list[Item]], work: Callable[[str, list[Item]], None]) -> None:
         errors: list[BaseException] = []
         stop = threading.Event()
 
         def lane(device: str, items: list[Item]) -> None:
-            for item in items:
+            for batch in batches(items):
                 if stop.is_set():
                     return
                 try:
-                    work(device, item)
+                    work(device, batch)
                 except BaseException as exc:  # noqa: BLE001 - handed to the caller below
                     errors.append(exc)
                     stop.set()

@@ -78,13 +78,16 @@ class WorkerRun:
         job_file.write_text(json.dumps(job))
         self.log, self.limits = log, limits
         with open(log, "a") as fh:
-            fh.write(f"--- worker {tag}: {job['mode']} {len(job['variants'])} variants\n")
+            shapes = job.get("shapes", [])
+            fh.write(f"--- worker {tag}: {job['mode']} {', '.join(s['id'] for s in shapes) or job['op'] or ''}\n")
             fh.flush()
             self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.worker", str(job_file)], stdout=fh,
                                          stderr=subprocess.STDOUT, env=child_env(gpu), cwd=REPO,
                                          start_new_session=True)
         track(self.proc, True)
-        self.current: str | None = None
+        self.started = time.time()
+        self.current: str | None = None     # the variant (or None for a whole-shape phase) now running
+        self.shape: str | None = None       # ... of this shape
         self.phase: str | None = None
         self.ended = False
         self.killed = ""
@@ -102,6 +105,7 @@ class WorkerRun:
                 for e in evs:
                     if e["event"] == "begin":
                         self.current, self.phase, since = e["variant"], e["phase"], time.time()
+                        self.shape = e.get("shape")
                     elif e["event"] == "end":
                         self.ended = True
                     yield e

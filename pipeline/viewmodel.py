@@ -119,6 +119,7 @@ class ShapeView:
     ncu_command: str
     ncu_passes: str
     report_href: str
+    cached_report_hrefs: list[str]      # earlier .ncu-rep files that cached variants' metrics come from
     log_href: str
     worker_log_href: str
     errors: list[str]

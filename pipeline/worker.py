@@ -4,10 +4,11 @@ The parent (profiling.py) writes a job, starts this process and follows the JSON
 to the job's events file. A variant that kills the process (illegal address, hang) is named by the
 last `begin` event, so the parent can mark it and restart the worker on the rest.
 
-mode "verify": build each variant and check it against the reference on every seed.
-mode "time": time the verified variants, the reference (torch eager) and a device copy, interleaved.
-mode "ncu": run each already-verified variant once inside its own NVTX start/end range, after
+mode "measure": for each shape of one op in turn, build each variant and check it against the reference
+on every seed, then time the verified variants, the reference (torch eager) and a device copy, interleaved.
+mode "ncu": run each selected variant of each shape once inside its own NVTX start/end range, after
 compiling and warming it outside any range, for the ncu process that wraps this one.
+mode "ceilings": the device's copy bandwidth and matmul rate.
 """
 from __future__ import annotations
 
@@ -26,8 +27,7 @@ import torch
 
 from pipeline import timing, verify
 from pipeline.config import TimingConfig, Tolerance
-from pipeline.ncu import OUTER_RANGE
-
+from pipeline.ncu import OUTER_RANGE, range_name
 
 
 class Events:
@@ -123,40 +123,46 @@ def launched_kernels(call: Any) -> list[str]:
     return names
 
 
+MODULES: dict[tuple[str, int], ModuleType] = {}   # a variant's module is loaded once per worker, for every shape
+
+
 def build(variant: dict[str, Any], init_inputs: list[Any], device: str, op: str) -> tuple[Any, ModuleType]:
-    module = load_module(variant["file"], f"_variant_{op}_{variant['index']}")
+    key = (op, variant["index"])
+    if key not in MODULES:      # one module (and one set of jitted kernels) per worker: no re-jit per shape
+        MODULES[key] = load_module(variant["file"], f"_variant_{op}_{variant['index']}")
+    module = MODULES[key]
     torch.manual_seed(0)   # same parameter init as the reference, KernelBench-style
     model = module.ModelNew(*init_inputs, **variant["config"])
     return model.to(device), module
 
 
-def verify_variants(job: dict[str, Any], ev: Events) -> None:
-    """Build each variant and check it on every seed; one `variant` event each."""
-    device = job["device"]
-    ev.emit("env", facts=gpu_facts(device))
-    ref_mod = load_reference(job)
+def verify_variants(job: dict[str, Any], shape: dict[str, Any], ref_mod: ModuleType, ev: Events) -> dict[str, Any]:
+    """Build each variant of one shape and check it on every seed; one `variant` event each.
+    Returns the models that passed, for timing in this same process."""
+    device, sid = job["device"], shape["id"]
     init_inputs = ref_mod.get_init_inputs()
     torch.manual_seed(0)
     ref_model = ref_mod.Model(*init_inputs).to(device)
-    tol = Tolerance(**job["tolerance"])
-    half = job["dtype"] != "float32"
-    for v in job["variants"]:
-        ev.emit("begin", variant=v["name"], phase="verify")
+    tol = Tolerance(**shape["tolerance"])
+    half = shape["dtype"] != "float32"
+    passed: dict[str, Any] = {}
+    for v in shape["verify"]:
+        ev.emit("begin", variant=v["name"], phase="verify", shape=sid)
         result: dict[str, Any] = {"name": v["name"]}
         t_build = time.perf_counter()
         try:
             model, module = build(v, init_inputs, device, job["op"])
         except BaseException as exc:  # noqa: BLE001 - user code can raise anything
             result.update(status="import-error", error=verify.classify(exc)[1])
-            ev.emit("variant", result=result)
+            ev.emit("variant", result=result, shape=sid)
             continue
         checks, status, error, first_call = [], "ok", "", None
         try:
             with torch.no_grad():
                 for i, seed in enumerate(job["seeds"]):
-                    inputs = verify.make_inputs(ref_mod, job["dtype"], seed, device)
+                    inputs = verify.make_inputs(ref_mod, shape["dtype"], seed, device)
                     ref_out = ref_model(*(verify.upcast(inputs) if half else inputs))
-                    ptr = verify.poison_like(ref_out.to(verify.DTYPE[job["dtype"]]))
+                    ptr = verify.poison_like(ref_out.to(verify.DTYPE[shape["dtype"]]))
                     t0 = time.perf_counter()
                     out = model(*inputs)
                     if device != "cpu":
@@ -176,7 +182,7 @@ def verify_variants(job: dict[str, Any], ev: Events) -> None:
                       build_s=round(time.perf_counter() - t_build, 3),
                       first_call_s=None if first_call is None else round(first_call, 3))
         if status == "crashed":
-            ev.emit("variant", result=result)
+            ev.emit("variant", result=result, shape=sid)
             sys.exit(3)   # the context is gone; the parent restarts a worker on the remaining variants
         if status == "ok":
             result["compiled"] = compiled_kernels(module)
@@ -186,21 +192,21 @@ def verify_variants(job: dict[str, Any], ev: Events) -> None:
                         result["launched"] = launched_kernels(lambda: model(*inputs))
                 except Exception as exc:  # noqa: BLE001 - the count check is then skipped, and says why
                     result["launched_error"] = str(exc)
-        ev.emit("variant", result=result)
-    ev.emit("end")
+            passed[v["name"]] = model
+        ev.emit("variant", result=result, shape=sid)
+    return passed
 
 
-def time_variants(job: dict[str, Any], ev: Events) -> None:
-    """Time the (verified) variants, torch eager and a device copy of the op's minimal bytes, interleaved."""
-    device = job["device"]
-    facts = gpu_facts(device)
-    ref_mod = load_reference(job)
+def time_variants(job: dict[str, Any], shape: dict[str, Any], ref_mod: ModuleType, models: dict[str, Any],
+                  l2_bytes: int, ev: Events) -> None:
+    """Time the verified variants, torch eager and a device copy of the op's minimal bytes, interleaved."""
+    device, sid = job["device"], shape["id"]
     init_inputs = ref_mod.get_init_inputs()
     torch.manual_seed(0)
     ref_model = ref_mod.Model(*init_inputs).to(device)
-    ev.emit("begin", variant=None, phase="timing")
+    ev.emit("begin", variant=None, phase="timing", shape=sid)
     with torch.no_grad():
-        inputs = verify.make_inputs(ref_mod, job["dtype"], job["seeds"][0], device)
+        inputs = verify.make_inputs(ref_mod, shape["dtype"], job["seeds"][0], device)
         out = ref_model(*inputs)
         min_bytes = sum(t.numel() * t.element_size() for t in inputs if isinstance(t, torch.Tensor)) \
             + out.numel() * out.element_size()
@@ -209,15 +215,30 @@ def time_variants(job: dict[str, Any], ev: Events) -> None:
         src = torch.empty(min_bytes // 2, dtype=torch.uint8, device=device)
         dst = torch.empty_like(src)
         candidates = {"__reference__": lambda: ref_model(*inputs), "__copy__": lambda: dst.copy_(src)}
-        for v in job["variants"]:
-            model, _ = build(v, init_inputs, device, job["op"])
-            candidates[v["name"]] = (lambda m: lambda: m(*inputs))(model)
+        for v in shape["time"]:      # verified in an earlier worker, or cached and re-timed as a control
+            models[v["name"]] = build(v, init_inputs, device, job["op"])[0]
+        for name, model in models.items():
+            candidates[name] = (lambda m: lambda: m(*inputs))(model)
         estimates = {}
         for name, fn in candidates.items():
             fn()   # compile / warm before sizing the repeat count
             estimates[name] = timing.time_once(fn, device)
-        stats = timing.measure(candidates, estimates, TimingConfig(**job["timing"]), facts["l2_bytes"], device)
-    ev.emit("timing", stats=stats, min_bytes=min_bytes)
+        stats = timing.measure(candidates, estimates, TimingConfig(**job["timing"]), l2_bytes, device)
+    ev.emit("timing", stats=stats, min_bytes=min_bytes, shape=sid)
+
+
+def measure_shapes(job: dict[str, Any], ev: Events) -> None:
+    """Verify, then time, each shape of one op in turn, in this one process (one start-up for all)."""
+    facts = gpu_facts(job["device"])
+    ev.emit("env", facts=facts)
+    for shape in job["shapes"]:
+        ref_mod = load_reference({**job, "params": shape["params"]})
+        models = verify_variants(job, shape, ref_mod, ev)
+        time_variants(job, shape, ref_mod, models, facts["l2_bytes"], ev)
+        ev.emit("shape-end", shape=shape["id"])
+        del models
+        if job["device"] != "cpu":
+            torch.cuda.empty_cache()
     ev.emit("end")
 
 
@@ -255,41 +276,47 @@ def measure_ceilings(job: dict[str, Any], ev: Events) -> None:
 
 
 def run_under_ncu(job: dict[str, Any], ev: Events) -> None:
+    """Run each selected variant of each shape once inside NVTX range s<shape>.v<index>, compiled and warmed
+    outside every range, for the ncu process that wraps this one."""
     device = job["device"]
-    ref_mod = load_reference(job)
-    init_inputs = ref_mod.get_init_inputs()
-    models = []
-    with torch.no_grad():
-        inputs = verify.make_inputs(ref_mod, job["dtype"], job["seeds"][0], device)
-        for v in job["variants"]:
-            try:
-                model, _ = build(v, init_inputs, device, job["op"])
-                for _ in range(2):        # compile and warm outside every profiled range
+    for shape in job["shapes"]:
+        ref_mod = load_reference({**job, "params": shape["params"]})
+        init_inputs = ref_mod.get_init_inputs()
+        models = []
+        with torch.no_grad():
+            inputs = verify.make_inputs(ref_mod, shape["dtype"], job["seeds"][0], device)
+            for v in shape["variants"]:
+                try:
+                    model, _ = build(v, init_inputs, device, job["op"])
+                    for _ in range(2):        # compile and warm outside every profiled range
+                        model(*inputs)
+                    torch.cuda.synchronize()
+                    models.append((v, model))
+                except BaseException as exc:  # noqa: BLE001
+                    status, error = verify.classify(exc)
+                    ev.emit("variant", result={"name": v["name"], "status": status, "error": error},
+                            shape=shape["id"])
+            outer = torch.cuda.nvtx.range_start(OUTER_RANGE)
+            for v, model in models:
+                ev.emit("begin", variant=v["name"], phase="ncu", shape=shape["id"])
+                rid = torch.cuda.nvtx.range_start(range_name(shape["index"], v["index"]))
+                try:
                     model(*inputs)
-                torch.cuda.synchronize()
-                models.append((v, model))
-            except BaseException as exc:  # noqa: BLE001
-                status, error = verify.classify(exc)
-                ev.emit("variant", result={"name": v["name"], "status": status, "error": error})
-        outer = torch.cuda.nvtx.range_start(OUTER_RANGE)
-        for v, model in models:
-            ev.emit("begin", variant=v["name"], phase="ncu")
-            rid = torch.cuda.nvtx.range_start(f"v{v['index']}")
-            try:
-                model(*inputs)
-                torch.cuda.synchronize()
-            except BaseException as exc:  # noqa: BLE001
-                ev.emit("variant", result={"name": v["name"], "status": "profile-error",
-                                           "error": verify.classify(exc)[1]})
-            torch.cuda.nvtx.range_end(rid)
-        torch.cuda.nvtx.range_end(outer)
+                    torch.cuda.synchronize()
+                except BaseException as exc:  # noqa: BLE001
+                    ev.emit("variant", result={"name": v["name"], "status": "profile-error",
+                                               "error": verify.classify(exc)[1]}, shape=shape["id"])
+                torch.cuda.nvtx.range_end(rid)
+            torch.cuda.nvtx.range_end(outer)
+        del models, inputs
+        torch.cuda.empty_cache()
     ev.emit("end")
 
 
 def main(argv: list[str]) -> int:
     job = json.loads(Path(argv[0]).read_text())
     ev = Events(job["events"])
-    {"verify": verify_variants, "time": time_variants, "ceilings": measure_ceilings, "ncu": run_under_ncu}[job["mode"]](job, ev)
+    {"measure": measure_shapes, "ceilings": measure_ceilings, "ncu": run_under_ncu}[job["mode"]](job, ev)
     return 0
 
 

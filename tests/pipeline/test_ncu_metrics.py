@@ -25,9 +25,9 @@ def test_every_profiled_kernel_is_attributed_to_a_variant_range(small_report, do
     shape = next(s for s in doc["shapes"] if s["id"] == "small")
     profiled = [v for v in shape["variants"] if v["status"] == "ok"]
     assert small_report["unattributed"] == []
-    assert sorted(small_report["by_index"]) == sorted(v["index"] for v in profiled)
+    assert sorted(small_report["by_range"]) == sorted(f"v{v['index']}" for v in profiled)
     for v in profiled:
-        kernels = small_report["by_index"][v["index"]]
+        kernels = small_report["by_range"][f"v{v['index']}"]
         assert [k["name"] for k in kernels] == v["launched"]   # same kernels ncu saw as launched outside it
 
 
@@ -36,13 +36,13 @@ def test_extraction_matches_what_the_results_file_stored(small_report, doc):
     for v in shape["variants"]:
         if v["status"] != "ok":
             continue
-        fresh = small_report["by_index"][v["index"]]
+        fresh = small_report["by_range"][f"v{v['index']}"]
         stored = v["ncu"]["kernels"]
         assert [k["metrics"] for k in fresh] == [k["metrics"] for k in stored]
 
 
 def test_core_metrics_present_with_units(small_report):
-    kernel = small_report["by_index"][0][0]
+    kernel = small_report["by_range"]["v0"][0]
     for name in ("sm__throughput.avg.pct_of_peak_sustained_elapsed", "sm__warps_active.avg.pct_of_peak_sustained_active",
                  "launch__grid_size", "dram__throughput.avg.pct_of_peak_sustained_elapsed", "gpu__time_duration.sum"):
         assert name in kernel["metrics"], name
