@@ -31,8 +31,12 @@ def visible_gpus() -> list[str]:
     smi = shutil.which("nvidia-smi")
     if not smi:
         return []
-    out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=60).stdout
-    return [str(i) for i, line in enumerate(ln for ln in out.splitlines() if line.startswith("GPU"))]
+    return listed_gpus(subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=60).stdout)
+
+
+def listed_gpus(smi_list: str) -> list[str]:
+    """Indices of the GPUs in `nvidia-smi -L` output (one `GPU <i>: <name> (UUID: ...)` line each)."""
+    return [str(i) for i, _ in enumerate(ln for ln in smi_list.splitlines() if ln.startswith("GPU"))]
 
 
 def plan(items: list[Item], devices: list[str]) -> dict[str, list[Item]]:
