@@ -6,6 +6,8 @@ the metric or timing behind each). Charts are SVG text from pipeline.charts, inl
 """
 from __future__ import annotations
 
+import hashlib
+
 import os
 from collections import Counter
 from pathlib import Path
@@ -286,8 +288,33 @@ def environment() -> jinja2.Environment:
                               trim_blocks=True, lstrip_blocks=True)
 
 
+def digest(paths: list[Path], replayed: bool) -> str:
+    """Hash of everything a set of pages is rendered from: results files, the replay flag, and this
+    package's rendering code and templates."""
+    h = hashlib.sha256(f"{replayed}\n".encode())
+    here = Path(__file__).parent
+    code = [here / f for f in ("report.py", "viewmodel.py", "charts.py", "analysis.py", "recommend.py")]
+    for f in [*paths, *code, *sorted((here / "templates").iterdir())]:
+        h.update(f"{f.name}\n".encode() + f.read_bytes())
+    return h.hexdigest()
+
+
+def up_to_date(paths: list[Path], reports_dir: Path, replayed: bool) -> bool:
+    """True when every page exists and the index was rendered from exactly these inputs."""
+    index = reports_dir / "index.html"
+    if not index.exists() or not all((reports_dir / f"{results.slug(results.load(p)['op'])}.html").exists()
+                                     for p in paths):
+        return False
+    return f'<meta name="pipeline-digest" content="{digest(paths, replayed)}">' in index.read_text()
+
+
 def render(paths: list[Path], reports_dir: Path, replayed: bool) -> list[Path]:
-    """Write one page per results file plus the index; returns the files written (index first)."""
+    """Write one page per results file plus the index; returns the files written (index first).
+    Nothing is written when the pages on disk were rendered from the same inputs (a rerun that measured
+    nothing re-renders in no time)."""
+    pages_out = [reports_dir / f"{results.slug(results.load(p)['op'])}.html" for p in paths]
+    if up_to_date(paths, reports_dir, replayed):
+        return [reports_dir / "index.html", *pages_out]
     env = environment()
     pages = [op_page(results.load(p), p, reports_dir, replayed) for p in paths]
     written = []
@@ -296,7 +323,7 @@ def render(paths: list[Path], reports_dir: Path, replayed: bool) -> list[Path]:
         results.write_atomic(out, env.get_template("op.html").render(page=page))
         written.append(out)
     index = IndexPage(replay_note=pages[0].replay_note if pages and replayed else "",
-                      ops=pages)
+                      ops=pages, digest=digest(paths, replayed))
     out = reports_dir / "index.html"
     results.write_atomic(out, env.get_template("index.html").render(page=index))
     return [out, *written]

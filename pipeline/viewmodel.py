@@ -140,9 +140,11 @@ class OpPage:
     sweep_chart: charts.Chart | None
     shapes: list[ShapeView]
     filename: str
+    digest: str = ""        # only the index carries it
 
 
 @dataclass
 class IndexPage:
     replay_note: str
     ops: list[OpPage]
+    digest: str = ""        # of the inputs the pages were rendered from (report.render skips an unchanged set)

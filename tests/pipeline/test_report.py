@@ -200,3 +200,21 @@ def test_a_shape_with_no_correct_variant_and_no_ceilings_still_renders(doc, tmp_
     assert first.count("<svg") == 3 and second.count("<svg") == 3
     assert "n/a (no measured copy bandwidth or minimal bytes)" in second
     assert not [w for w in recwarn if "matplotlib" in str(w.filename)]
+
+
+def test_unchanged_inputs_are_not_rendered_again(tmp_path):
+    import shutil
+    shutil.copytree(FIX.parent, tmp_path / "rmsnorm")
+    path = tmp_path / "rmsnorm" / "results.json"
+    first = report.render([path], tmp_path / "reports", False)
+    stamp = {p: p.stat().st_mtime_ns for p in first}
+    assert report.up_to_date([path], tmp_path / "reports", False)
+    assert report.render([path], tmp_path / "reports", False) == first
+    assert {p: p.stat().st_mtime_ns for p in first} == stamp                       # nothing rewritten
+    assert not report.up_to_date([path], tmp_path / "reports", True)              # replayed: other pages
+    doc = results.load(path)
+    doc["shapes"] = doc["shapes"][:1]
+    results.save(path, doc)
+    assert not report.up_to_date([path], tmp_path / "reports", False)
+    report.render([path], tmp_path / "reports", False)
+    assert report.up_to_date([path], tmp_path / "reports", False)
