@@ -51,7 +51,10 @@ def main() -> int:
         with torch.no_grad():
             x = verify.make_inputs(ref_mod, shape.dtype, 0, "cuda")
             eager = ref_mod.Model(*init).cuda()
-            compiled = torch.compile(eager)
+            # a fresh, static compile per shape: after a first shape dynamo would otherwise recompile the same
+            # code with dynamic shapes ("automatic dynamic"), a slower generic kernel than a user would get
+            torch._dynamo.reset()
+            compiled = torch.compile(eager, dynamic=False)
             picks = {"recommended": rec.variant["name"]}
             base = next((v.name for v in op.variants if v.baseline), None)
             if base:
