@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
         return int(exc.exit_code)
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: results of completed shapes are kept")
+        console.print("[yellow]interrupted[/]: results of ops completed before it are kept")
         return int(ExitCode.INTERRUPTED)
 
 

@@ -342,6 +342,8 @@ def documented_keys(cls: type = Config, prefix: str = "") -> list[tuple[str, str
             rows += documented_keys(hints[f.name], key + ".")
             continue
         tp = getattr(hints[f.name], "__name__", str(hints[f.name])).replace("typing.", "")
+        if typing.get_origin(hints[f.name]) is typing.Literal:
+            tp = " \\| ".join(typing.get_args(hints[f.name]))
         default = getattr(defaults, f.name)
         shown = f"{len(default)} metrics (see config.py)" if f.name == "metrics" else repr(default)
         rows.append((key, str(tp), shown, f.metadata.get("doc", "")))

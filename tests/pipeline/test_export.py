@@ -97,3 +97,21 @@ def test_add_variant_rejects_what_breaks_the_format():
     assert any("test code" in p for p in found)
     assert ingest.problems("def f(:\n", "c.py") == ["line 1: SyntaxError: invalid syntax"]
     assert ingest.problems(SEED, "seed.py") == []
+
+
+@pytest.mark.parametrize("stage_name", ["grid_and_parallel", "block_tiling", "memory_access", "advanced_memory"])
+def test_each_stage_run_collected_its_metrics(stage_name):
+    """`profile --stage NAME` on the H100 (L1-36, seed and chunked_c): every metric of the stage was
+    collected for the seed's kernel, and the export and the prompt carry those values."""
+    doc = results.load(FIXTURES / "stages" / stage_name / "results.json")
+    stage = export.stage_named(stage_name)
+    assert set(stage.metrics()) <= set(doc["environment"]["ncu_settings"]["metrics"])
+    shape, variant = export.find(doc, "seed_2d_tiles", "L1-36")
+    (kernel,) = variant["ncu"]["kernels"]
+    skipped = set(doc["environment"]["skipped_metrics"])
+    assert [m for m in stage.metrics() if m not in kernel["metrics"] and m not in skipped] == []
+    block = export.ncu_json(variant, stage.metrics())["rms_norm_kernel"]
+    assert block == {m: kernel["metrics"][m]["value"] for m in stage.metrics() if m in kernel["metrics"]}
+    text = export.render_prompt(export.prompt_view(doc, shape, variant, stage, REPO))
+    for metric, _ in stage.checks:
+        assert f'"{metric}": {json.dumps(kernel["metrics"][metric]["value"])}' in text, metric

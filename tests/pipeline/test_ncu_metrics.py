@@ -16,33 +16,40 @@ def doc():
     return results.load(FIX / "results.json")
 
 
+def small_shape(doc):
+    return next(s for s in doc["shapes"] if s["id"] == "small")
+
+
+def range_of(v):
+    """The NVTX range a variant ran in (recorded as `range`; fixtures of one shape per report: v<index>)."""
+    return v["ncu"].get("range") or f"v{v['index']}"
+
+
 @pytest.fixture(scope="module")
 def small_report(doc):
-    return metrics.read_report(FIX / "small.ncu-rep", doc["environment"]["ncu_settings"]["metrics"])
+    return metrics.read_report(FIX / small_shape(doc)["ncu"]["report"], doc["environment"]["ncu_settings"]["metrics"])
 
 
 def test_every_profiled_kernel_is_attributed_to_a_variant_range(small_report, doc):
-    shape = next(s for s in doc["shapes"] if s["id"] == "small")
-    profiled = [v for v in shape["variants"] if v["status"] == "ok"]
+    profiled = [v for v in small_shape(doc)["variants"] if v["ncu"]["status"] == "ok"]
     assert small_report["unattributed"] == []
-    assert sorted(small_report["by_range"]) == sorted(f"v{v['index']}" for v in profiled)
+    assert sorted(small_report["by_range"]) == sorted(range_of(v) for v in profiled)
     for v in profiled:
-        kernels = small_report["by_range"][f"v{v['index']}"]
+        kernels = small_report["by_range"][range_of(v)]
         assert [k["name"] for k in kernels] == v["launched"]   # same kernels ncu saw as launched outside it
 
 
 def test_extraction_matches_what_the_results_file_stored(small_report, doc):
-    shape = next(s for s in doc["shapes"] if s["id"] == "small")
-    for v in shape["variants"]:
-        if v["status"] != "ok":
+    for v in small_shape(doc)["variants"]:
+        if v["ncu"]["status"] != "ok":
             continue
-        fresh = small_report["by_range"][f"v{v['index']}"]
+        fresh = small_report["by_range"][range_of(v)]
         stored = v["ncu"]["kernels"]
         assert [k["metrics"] for k in fresh] == [k["metrics"] for k in stored]
 
 
 def test_core_metrics_present_with_units(small_report):
-    kernel = small_report["by_range"]["v0"][0]
+    kernel = next(iter(small_report["by_range"].values()))[0]
     for name in ("sm__throughput.avg.pct_of_peak_sustained_elapsed", "sm__warps_active.avg.pct_of_peak_sustained_active",
                  "launch__grid_size", "dram__throughput.avg.pct_of_peak_sustained_elapsed", "gpu__time_duration.sum"):
         assert name in kernel["metrics"], name
@@ -118,7 +125,7 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
 
 
 def test_isolated_read_equals_in_process_read(small_report, doc):
-    isolated = metrics.read_report_isolated(FIX / "small.ncu-rep", doc["environment"]["ncu_settings"]["metrics"], None)
+    isolated = metrics.read_report_isolated(FIX / small_shape(doc)["ncu"]["report"], doc["environment"]["ncu_settings"]["metrics"], None)
     assert isolated == small_report
 
 
