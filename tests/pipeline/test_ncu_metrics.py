@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from testenv import FIXTURES
+from testenv import FIXTURES, REPO
 from pipeline import config, metrics, ncu, results
 from pipeline.errors import ResultsError
 
@@ -153,3 +153,18 @@ def test_metric_availability_by_base_name():
                     "sm__maximum_warps_per_active_cycle_pct"]
     assert skipped == ["l1tex__made_up.sum"]
     assert ncu.available(set(), ["x.sum"]) == (["x.sum"], [])   # a failed query filters nothing
+
+
+def test_one_report_per_op_attributes_kernels_to_shape_and_variant():
+    """The recorded H100 softmax sample: one ncu process profiled the family-best variants of all three
+    shapes; each kernel is found under its s<shape>.v<variant> range with the metrics the results file holds."""
+    sample = REPO / "profiles" / "nvidia-h100-80gb-hbm3" / "softmax"
+    doc = results.load(sample / "results.json")
+    (name,) = {s["ncu"]["report"] for s in doc["shapes"]}
+    read = metrics.read_report(sample / name, doc["environment"]["ncu_settings"]["metrics"])
+    assert read["unattributed"] == []
+    profiled = {v["ncu"]["range"]: v for s in doc["shapes"] for v in s["variants"] if v["ncu"]["status"] == "ok"}
+    assert sorted(read["by_range"]) == sorted(profiled)
+    assert {r.split(".")[0] for r in profiled} == {f"s{j}" for j in range(len(doc["shapes"]))}
+    for rng, v in profiled.items():
+        assert [k["metrics"] for k in read["by_range"][rng]] == [k["metrics"] for k in v["ncu"]["kernels"]]
