@@ -122,7 +122,8 @@ class Shape:
 
 @dataclass(frozen=True)
 class OpConfig:
-    baseline: str = _f("", "the variant others are compared with (file stem, e.g. seed_2d_tiles)")
+    baseline: str = _f("", "the variant others are compared with: a file stem (e.g. seed_2d_tiles; its fastest "
+                           "config) or one config's full name (e.g. grid_2d(BLOCK_M=64,BLOCK_N=64))")
     shapes: list[Shape] = _f([], "shapes to run; each overrides the reference's module-level sizes")
     suites: dict[str, list[Shape]] = _f({}, "named extra shape lists, picked with --suite NAME (e.g. small)")
     variants: list[str] = _f([], "variant file stems to include; empty means every .py file but reference.py")

@@ -167,10 +167,15 @@ def load_op_dir(op_dir: Path, root: Config) -> Op:
         files = [p for p in files if p.stem in config.op.variants]
     if not files:
         raise ConfigError(f"{op_dir}: no variant files (kernels/<op>/*.py with class ModelNew besides reference.py)")
-    if config.op.baseline and config.op.baseline not in {p.stem for p in files}:
-        raise ConfigError(f"{op_dir / 'op.yaml'}: baseline '{config.op.baseline}' is not a variant file "
-                          f"(have: {', '.join(p.stem for p in files)})")
     variants = [v for p in files for v in read_variants(p, config.op.baseline)]
+    base = config.op.baseline
+    if base and base not in {p.stem for p in files}:
+        # a full variant name picks one config of a file as the baseline
+        if base not in {v.name for v in variants}:
+            raise ConfigError(f"{op_dir / 'op.yaml'}: baseline '{base}' is neither a variant file nor a variant "
+                              f"(files: {', '.join(p.stem for p in files)}; variants: "
+                              f"{', '.join(v.name for v in variants)})")
+        variants = [dataclasses.replace(v, baseline=v.name == base) for v in variants]
     return Op(op_dir.name, op_dir, reference, config, variants, sizes)
 
 

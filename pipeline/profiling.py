@@ -284,7 +284,9 @@ def _selected(w: ShapeWork, select: str) -> list[tuple[int, Variant]]:
         for i, v in ok:
             if v.stem not in best or median(v.name) < median(best[v.stem][1].name):
                 best[v.stem] = (i, v)
-        ok = sorted(best.values(), key=lambda iv: iv[0])
+        # a baseline named as one config (not a whole file) is profiled even when its family has a faster one
+        baseline = [(i, v) for i, v in ok if v.name == w.op.config.op.baseline]
+        ok = sorted({v.name: (i, v) for i, v in [*best.values(), *baseline]}.values(), key=lambda iv: iv[0])
     # a cached variant keeps a profile that stands; everything else selected is profiled in this run
     return [(i, v) for i, v in ok
             if v.name in w.done or (w.cached[v.name].get("ncu") or {}).get("status") not in NCU_FINAL]

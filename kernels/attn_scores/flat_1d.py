@@ -1,4 +1,4 @@
-"""Fully flattened 1D grid over (batch·head, M tile, N tile), H100-sized tiles.
+"""Fully flattened 1D grid over (batch·head, M tile, N tile): H100-sized tiles, and the small-tile baseline.
 
 The 4D index space (b, h, m-tile, n-tile) is flattened into one grid axis,
 pid = ((b·H + h)·cdiv(M,BM) + m)·cdiv(N,BN) + n, and unflattened with two
@@ -17,12 +17,16 @@ import triton.language as tl
 LAYOUT = "1D (B·H·cdiv(M,BM)·cdiv(N,BN),), n-tile fastest, one [BM, BN] S tile per program, single dot over D"
 
 # Shared memory: (BM + BN) * D_PAD * 2 bytes = 32 KB at D = 64 for 128x128 (64 KB at D = 128).
+# The last two configs are the op's baseline (op.yaml): 32x32 / 64x32 S tiles, 8 KB / 12 KB at D = 64,
+# (B·H)·(M/32)·(N/32) short programs (1M at B = H = 16, M = N = 2048), L2 -> SM input traffic 4x the output.
 # fp32 accumulator per thread: BM*BN / (32*num_warps) = 64, 64, 64, 64 registers.
 CONFIGS = [
     dict(BLOCK_M=128, BLOCK_N=128, num_warps=8),
     dict(BLOCK_M=64, BLOCK_N=128, num_warps=4),
     dict(BLOCK_M=128, BLOCK_N=64, num_warps=4),
     dict(BLOCK_M=64, BLOCK_N=256, num_warps=8),
+    dict(BLOCK_M=32, BLOCK_N=32, num_warps=4),
+    dict(BLOCK_M=64, BLOCK_N=32, num_warps=4),
 ]
 MAX_HEAD_DIM = 256
 

@@ -1,10 +1,12 @@
-"""2D tile grid with H100-sized tiles, row-major launch order.
+"""2D tile grid, row-major launch order; H100-sized tiles, and the small-tile baseline.
 
-Same kernel as the naive_2d baseline (one program per C tile, grid
-(cdiv(M, BLOCK_M), cdiv(N, BLOCK_N)), fp32 accumulation over a pipelined K
-loop), with 128x256 / 128x128 / 256x128 tiles, BLOCK_K = 64 and 3-4 stages:
-4x-8x more FLOPs per loaded byte than 64x64 and enough tensor-core work per
-stage. Programs launch x-fastest: one wave (132 programs) covers ~all M tiles
+One program per C tile, grid (cdiv(M, BLOCK_M), cdiv(N, BLOCK_N)), fp32
+accumulation over a pipelined K loop. The 128x256 / 128x128 / 256x128 tiles
+with BLOCK_K = 64 and 3-4 stages carry 4x-8x more FLOPs per loaded byte than
+64x64 and enough tensor-core work per stage. The last two configs are the op's
+baseline (op.yaml): 64x64 / 32x64 tiles, BLOCK_K = 32, where each A/B element is
+loaded from L2 N/BLOCK_N resp. M/BLOCK_M times and the tensor cores get little
+work per byte of shared memory. Programs launch x-fastest: one wave (132 programs) covers ~all M tiles
 of 4-8 N columns, so a wave streams the whole of A through L2 (grouped_1d
 reorders tiles to cut that).
 """
@@ -16,13 +18,15 @@ import triton.language as tl
 LAYOUT = "2D (cdiv(M,BM), cdiv(N,BN)), one C tile per program, H100 tiles, pipelined K loop"
 
 # Shared memory per config: num_stages * (BM*BK + BK*BN) * 2 bytes = 144 KB, 128 KB, 144 KB,
-# 96 KB (H100: 227 KB per block). fp32 accumulator per thread: BM*BN / (32*num_warps) = 128, 64,
+# 96 KB, then 48 KB and 16 KB for the small baseline tiles (H100: 227 KB per block). fp32 accumulator per thread: BM*BN / (32*num_warps) = 128, 64,
 # 128, 128 registers (wgmma reads A and B from shared memory, so the rest fits in 255).
 CONFIGS = [
     dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=64, num_warps=8, num_stages=3),
     dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=4),
     dict(BLOCK_M=256, BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=3),
     dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, num_warps=4, num_stages=3),
+    dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=3),
+    dict(BLOCK_M=32, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=2),
 ]
 
 

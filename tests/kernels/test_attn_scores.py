@@ -12,7 +12,7 @@ from opkit import DEVICE, OpKit
 
 KIT = OpKit("attn_scores")
 OP_YAML, VARIANTS = KIT.op_yaml, KIT.variants
-REQUIRED = ["flat_1d_naive", "flat_1d", "grid_bh_m_n", "grid_b_hm_n"]
+REQUIRED = ["flat_1d", "grid_bh_m_n", "grid_b_hm_n"]
 SIZE_NAMES = ("B", "H", "M", "N", "D")
 # Ragged M and N (partial tiles), D at tl.dot's minimum of 16; then whole tiles at D = 64.
 SHAPES = [dict(B=2, H=3, M=17, N=33, D=16), dict(B=1, H=2, M=64, N=48, D=64)]

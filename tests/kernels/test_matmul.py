@@ -21,7 +21,7 @@ import triton.language as tl
 
 KIT = OpKit("matmul")
 OP_YAML, VARIANTS = KIT.op_yaml, KIT.variants
-REQUIRED = ["naive_2d", "grid_2d", "grouped_1d", "persistent", "split_k"]
+REQUIRED = ["grid_2d", "grouped_1d", "persistent", "split_k"]
 SIZE_NAMES = ("M", "N", "K")
 SHAPES = [dict(M=64, N=48, K=128), dict(M=33, N=17, K=40)]  # K a multiple of every BLOCK_K; all odd
 DTYPES = [torch.float16, torch.bfloat16]

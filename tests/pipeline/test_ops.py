@@ -56,7 +56,7 @@ def test_unknown_size_name_in_shape_is_rejected(tmp_path):
 
 def test_reference_contract_and_unknown_baseline(tmp_path):
     d = make_op(tmp_path, {"good.py": GOOD}, "baseline: nosuch\n")
-    with pytest.raises(ConfigError, match="baseline 'nosuch' is not a variant file"):
+    with pytest.raises(ConfigError, match="baseline 'nosuch' is neither a variant file nor a variant"):
         ops.load_op_dir(d, config.Config())
     (d / "reference.py").write_text("class Model: pass\n")
     with pytest.raises(ConfigError, match="missing get_inputs, get_init_inputs"):
@@ -103,3 +103,16 @@ def test_flops_expression_evaluated_per_shape_and_checked(tmp_path):
     (d / "op.yaml").write_text("baseline: good\nflops: __import__('os')\n")
     with pytest.raises(ConfigError, match="only numbers, size names"):
         ops.load_op_dir(d, config.Config())
+
+
+def test_baseline_may_name_one_config_of_a_file(tmp_path):
+    import shutil
+    op_dir = tmp_path / "kernels" / "matmul"
+    shutil.copytree(REPO / "kernels" / "matmul", op_dir)
+    op = ops.load_op_dir(op_dir, config.load_root(REPO / "pipeline.yaml"))
+    base = [v.name for v in op.variants if v.baseline]
+    assert base == ["grid_2d(BLOCK_M=64,BLOCK_N=64,BLOCK_K=32,num_warps=4,num_stages=3)"]
+    (op_dir / "op.yaml").write_text((op_dir / "op.yaml").read_text().replace("BLOCK_K=32,num_warps=4,num_stages=3",
+                                                                            "BLOCK_K=33,num_warps=4,num_stages=3"))
+    with pytest.raises(ConfigError, match=r"baseline 'grid_2d\(BLOCK_M=64,BLOCK_N=64,BLOCK_K=33.*variants: grid_2d\("):
+        ops.load_op_dir(op_dir, config.load_root(REPO / "pipeline.yaml"))
