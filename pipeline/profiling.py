@@ -4,12 +4,13 @@ Data flows one way: ops → worker (verify, time) → ncu → metrics → result
 carries a cache key (variant_key); a rerun measures only variants whose key changed, re-timing the shape's
 fastest and baseline variants beside them so the comparisons it reports come from one run. Each shape's
 record is written atomically as soon as its op is complete, so an interrupted run keeps finished ops.
+Measuring is pipeline.measure, what may be skipped is pipeline.cache; this module profiles under ncu and
+assembles the records.
 """
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -19,43 +20,18 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any
 
 from rich.markup import escape
 
 from pipeline import metrics, ncu, results, shard
-from pipeline.supervise import REPO, WorkerRun, child_env, kill_all, read_events, track
+from pipeline.cache import NCU_FINAL, ShapeWork, plan_shape, prune, shape_key, variant_key
 from pipeline.config import Config, Shape
 from pipeline.errors import NoGpuError
+from pipeline.measure import Quiet, Say, Tracker, _vjob, measure_ceilings, measure_op
 from pipeline.ops import Op, Variant
-
-Say = Callable[[str], None]
-
-# Statuses measured again on the next run even when nothing changed: the measuring machinery failed,
-# not the variant. Everything else a variant earns (crashes and hangs included) recurs, so it is cached.
-REMEASURE = {"worker-error"}
-# ncu outcomes that stand for the variant's profile; any other makes a selected variant be profiled again
-NCU_FINAL = {"ok", "no-kernels", "count-mismatch", "timeout", "failed", "profile-error", "permission-denied"}
-
-
-class Tracker(Protocol):
-    """Progress of a long run: units of work are variant checks, shape timings and ncu passes over an op."""
-    def add(self, units: int) -> None: ...
-    def doing(self, text: str) -> None: ...
-    def done(self, units: int = 1) -> None: ...
-
-
-class Quiet:
-    def add(self, units: int) -> None:
-        pass
-
-    def doing(self, text: str) -> None:
-        pass
-
-    def done(self, units: int = 1) -> None:
-        pass
+from pipeline.supervise import REPO, child_env, kill_all, read_events, track
 
 
 def gpu_present() -> tuple[bool, str]:
@@ -70,22 +46,6 @@ def gpu_present() -> tuple[bool, str]:
     if out.returncode != 0 or "GPU" not in out.stdout:
         return False, f"nvidia-smi lists no GPU ({(out.stderr or out.stdout).strip()[:200]})"
     return True, out.stdout.strip().splitlines()[0]
-
-
-def measure_ceilings(cfg: Config, device: str, say: Say, gpu: str | None = None) -> dict[str, Any] | None:
-    """Copy bandwidth and matmul rate of this GPU, measured once per run (the roofline's two ceilings)."""
-    job = {"mode": "ceilings", "op": "", "variants": [], "device": device, "timing": vars(cfg.timing).copy()}
-    with tempfile.TemporaryDirectory(prefix="pipeline-") as tmp:
-        run = WorkerRun(job, Path(tmp), "ceilings", Path(tmp) / "worker.log",
-                        {"default": cfg.worker.timing_timeout_s}, gpu)
-        found = [e["ceilings"] for e in run.events() if e["event"] == "ceilings"]
-        if not found:
-            say(f"  [red]✗[/] ceilings not measured: {escape(run.why())}")
-            return None
-    c = found[0]
-    say(f"GPU ceilings: copy {c['copy_gbs']:,.0f} GB/s; matmul " +
-        ", ".join(f"{k} {v:,.0f} TFLOP/s" for k, v in c["matmul_tflops"].items()))
-    return c
 
 
 def host_facts(device: str, ncu_path: str) -> dict[str, Any]:
@@ -113,158 +73,6 @@ def _only_available(op: Op, bases: set[str], say: Say) -> Op:
         say(f"[yellow]{op.name}: this GPU does not report {', '.join(skipped)}: skipped[/]")
     cfg = dataclasses.replace(op.config, ncu=dataclasses.replace(op.config.ncu, metrics=kept))
     return dataclasses.replace(op, config=cfg, skipped_metrics=skipped)
-
-
-def _vjob(i: int, v: Variant) -> dict[str, Any]:
-    return {"index": i, "name": v.name, "file": v.file, "config": v.config}
-
-
-@dataclass
-class ShapeWork:
-    """One shape of one op to measure in this run, and what its stored record lets it skip."""
-    op: Op
-    shape: Shape
-    index: int                                   # position in its op's jobs: NVTX range s<index>
-    key: str                                     # shape_key: reference, shape, GPU, tools, settings
-    measure: list[tuple[int, Variant]]           # verified, timed and (if selected) profiled now
-    controls: list[tuple[int, Variant]]          # cached correct variants re-timed beside them
-    cached: dict[str, dict[str, Any]]            # stored variant records reused as they are
-    done: dict[str, dict[str, Any]] = field(default_factory=dict)
-    timing: dict[str, Any] | None = None
-    min_bytes: int | None = None
-    env: dict[str, Any] | None = None
-    errors: list[str] = field(default_factory=list)
-    timed: bool = False
-    wall: dict[str, float] = field(default_factory=lambda: {"verify": 0.0, "time": 0.0, "ncu": 0.0})
-
-    @property
-    def id(self) -> str:
-        return self.shape.id
-
-
-def shape_key(op: Op, shape: Shape, facts: dict[str, Any]) -> str:
-    """Hash of everything but the variants that can change a shape's results: the reference's source, the
-    shape, GPU, driver, tools and every measurement setting."""
-    cfg = op.config
-    parts = {"reference": results.source_sha256(op.reference), "shape": [shape.params, shape.dtype],
-             "facts": facts, "settings": [vars(cfg.verify), vars(cfg.timing), vars(cfg.ncu), vars(cfg.worker)]}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def variant_key(v: Variant, key: str) -> str:
-    """One (variant, config, shape) result's key: its source and config on top of the shape's key."""
-    sha = results.source_sha256(v.file) if Path(v.file).exists() else None
-    parts = [key, v.name, sha, v.config, v.problem]
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _fastest(records: list[dict[str, Any]]) -> dict[str, Any] | None:
-    timed = [r for r in records if r.get("status") == "ok" and r.get("timing")]
-    return min(timed, key=lambda r: r["timing"]["median_ms"]) if timed else None
-
-
-def plan_shape(op: Op, shape: Shape, stored: dict[str, Any] | None, key: str, force: bool) -> ShapeWork:
-    """Split a shape's variants into cached (same key, stored result) and to-measure; pick the controls."""
-    indexed = list(enumerate(op.variants))
-    old = {r["name"]: r for r in (stored or {}).get("variants", [])}
-    cached = {}
-    if not force and stored is not None and stored.get("cache_key") == key:
-        for _, v in indexed:
-            r = old.get(v.name)
-            if r and r.get("cache_key") == variant_key(v, key) and r["status"] not in REMEASURE:
-                cached[v.name] = r
-    measure = [(i, v) for i, v in indexed if v.name not in cached]
-    controls = []
-    if measure and cached:
-        records = list(cached.values())
-        picks = [_fastest(records), _fastest([r for r in records if r.get("baseline")])]
-        names = {p["name"] for p in picks if p}
-        controls = [(i, v) for i, v in indexed if v.name in names]
-    return ShapeWork(op, shape, 0, key, measure, controls, cached)
-
-
-def _note(w: ShapeWork, r: dict[str, Any], say: Say, tracker: Tracker) -> None:
-    w.done[r["name"]] = r
-    mark = {"ok": "[green]✓[/]", "unsupported": "[yellow]–[/]"}.get(r["status"], "[red]✗[/]")
-    say(f"  {mark} {escape(w.op.name)} {escape(w.id)} {escape(r['name'])}: {r['status']}"
-        + (f": {escape(r['error'])}" if r.get("error") else ""))
-    tracker.done()
-
-
-def _shape_job(w: ShapeWork, cfg: Config) -> dict[str, Any]:
-    tol = cfg.verify.tolerance_for(w.shape.dtype)
-    verified = [(i, v) for i, v in w.measure if w.done.get(v.name, {}).get("status") == "ok"]
-    return {"id": w.id, "index": w.index, "params": w.shape.params, "dtype": w.shape.dtype,
-            "tolerance": {"rtol": tol.rtol, "atol": tol.atol},
-            "verify": [_vjob(i, v) for i, v in w.measure if v.name not in w.done],
-            "time": [_vjob(i, v) for i, v in verified + w.controls]}
-
-
-def measure_op(op: Op, works: list[ShapeWork], workdir: Path, log: Path, device: str, say: Say,
-               tracker: Tracker, gpu: str | None = None) -> None:
-    """Verify and time every shape of `works` in one worker process. A crash or hang costs that variant
-    only: the worker is restarted on what is left. Fills each ShapeWork's done/timing/errors/wall."""
-    cfg = op.config
-    for w in works:
-        for i, v in w.measure:
-            if v.problem:
-                _note(w, {"name": v.name, "status": "import-error", "error": v.problem}, say, tracker)
-    by_id = {w.id: w for w in works}
-    limits = {"default": cfg.worker.variant_timeout_s, "timing": cfg.worker.timing_timeout_s}
-    attempt = 0
-    while todo := [w for w in works if not w.timed]:
-        attempt += 1
-        progress = sum(len(w.done) for w in works)
-        job = {"mode": "measure", "op": op.name, "reference": str(op.reference), "device": device,
-               "seeds": cfg.verify.seeds, "timing": vars(cfg.timing).copy(),
-               "shapes": [_shape_job(w, cfg) for w in todo]}
-        run = WorkerRun(job, workdir, f"measure-{attempt}", log, limits, gpu)
-        since = run.started
-        for e in run.events():
-            w = by_id.get(e.get("shape") or "")
-            if e["event"] == "env":
-                for t in todo:
-                    t.env = e["facts"]
-            elif e["event"] == "begin" and w is not None:
-                tracker.doing(f"{op.name} {w.id}: {e['phase']} {e['variant'] or ''}".rstrip())
-                if e["phase"] == "timing":
-                    w.wall["verify"] += e["t"] - since
-                    since = e["t"]
-            elif e["event"] == "variant" and w is not None:
-                _note(w, e["result"], say, tracker)
-            elif e["event"] == "timing" and w is not None:
-                w.timing, w.min_bytes = e["stats"], e["min_bytes"]
-            elif e["event"] == "shape-end" and w is not None:
-                w.wall["time"] += e["t"] - since
-                since, w.timed = e["t"], True
-                tracker.done()
-        if run.ended:
-            break
-        w = by_id.get(run.shape or "")
-        moved = sum(len(t.done) for t in works) > progress
-        if w is not None and run.phase == "verify" and run.current is not None:
-            if run.current not in w.done:
-                _note(w, {"name": run.current, "status": "timeout" if run.killed else "crashed",
-                          "error": run.why()}, say, tracker)
-            continue    # restart on the variants still to do
-        if w is not None and run.phase == "timing":
-            w.errors.append(f"timing phase failed: {run.why()}")
-            say(f"  [red]✗[/] {escape(op.name)} {escape(w.id)}: {escape(w.errors[-1])}")
-            w.timed = True
-            tracker.done()
-            continue
-        if moved:
-            continue
-        # died outside any variant and made no progress: the shapes it had left cannot be measured
-        why = f"worker failed before any variant: {run.why()}"
-        say(f"  [red]✗[/] {escape(op.name)}: {escape(why)}")
-        for t in todo:
-            t.errors.append(why)
-            for _, v in t.measure:
-                if v.name not in t.done:
-                    _note(t, {"name": v.name, "status": "worker-error", "error": run.why()}, say, tracker)
-            t.timed = True
-        break
 
 
 def _selected(w: ShapeWork, select: str) -> list[tuple[int, Variant]]:
@@ -414,17 +222,6 @@ def assemble(w: ShapeWork, prof: dict[str, Any] | None, picked: set[str], select
 
 
 PER_GPU = ("gpu_uuid", "cuda_visible_devices")
-
-
-def prune(op_dir: Path, doc: dict[str, Any]) -> None:
-    """Delete ncu reports, ncu logs and worker logs that no record of the results file names any more."""
-    named = {doc_name for s in doc["shapes"] for doc_name in
-             [s.get("worker_log"), (s.get("ncu") or {}).get("report"), (s.get("ncu") or {}).get("log")]
-             + [(v.get("ncu") or {}).get("report") for v in s["variants"]] if doc_name}
-    for pattern in ("*.ncu-rep", "*.ncu.log", "*.worker.log"):
-        for f in op_dir.glob(pattern):
-            if f.name not in named:
-                f.unlink(missing_ok=True)
 
 
 def profile_op_shapes(op: Op, works: list[ShapeWork], out_dir: Path, ncu_path: str, device: str, say: Say,

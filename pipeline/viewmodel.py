@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from markupsafe import Markup
-
 from pipeline import analysis
+from pipeline.charts import Chart
 
 
 @dataclass
@@ -109,7 +108,7 @@ class ShapeView:
     facts: list[tuple[str, str]]
     headline: Headline | None           # None when no variant is correct
     ties: list[str]
-    charts: list[charts.Chart]
+    charts: list[Chart]
     columns: list[Column]
     rows: list[VariantRow]
     counts: str
@@ -137,7 +136,7 @@ class OpPage:
     glossary: list[Column]
     results_href: str
     results_name: str                   # the results file under its profiles folder
-    sweep_chart: charts.Chart | None
+    sweep_chart: Chart | None
     shapes: list[ShapeView]
     filename: str
     digest: str = ""        # only the index carries it

@@ -11,7 +11,6 @@ change, the gate rightly calls them stale; re-record them then.
 Tests that change a copy of a results file do so only to check handling (a corrupt file, a refused
 counter, a stale hash), never to make a measurement pass or fail.
 """
-import copy
 import json
 import os
 import subprocess
@@ -151,7 +150,7 @@ def test_real_regression_fails(tmp_path):
     code, out, md = run(tmp_path, "--config", V2, "gate", cur, "--baseline", GATE / "base", "--junit",
                         tmp_path / "gate.xml")
     assert code == 1, out
-    assert f"regression: median" in md and _change(base, cur) in md
+    assert "regression: median" in md and _change(base, cur) in md
     assert "> +5 % and the interquartile ranges do not overlap" in md
     failures = ET.parse(tmp_path / "gate.xml").getroot().findall(".//failure")
     assert [f.get("message").split(":")[0] for f in failures] == ["regression"]

@@ -106,7 +106,6 @@ def test_flops_expression_evaluated_per_shape_and_checked(tmp_path):
 
 
 def test_baseline_may_name_one_config_of_a_file(tmp_path):
-    import shutil
     op_dir = tmp_path / "kernels" / "matmul"
     shutil.copytree(REPO / "kernels" / "matmul", op_dir)
     op = ops.load_op_dir(op_dir, config.load_root(REPO / "pipeline.yaml"))

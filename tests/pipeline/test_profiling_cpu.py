@@ -1,6 +1,5 @@
 """The real worker and its parent on the CPU (Triton interpreter): every fault ends with its status,
 one broken variant never loses the others, and the results file is complete."""
-import json
 import os
 import subprocess
 import sys
@@ -156,12 +155,12 @@ def test_changing_one_variant_remeasures_it_and_retimes_the_controls_only(tmp_pa
 
 def test_ncu_profiles_the_fastest_config_of_each_family(tmp_path):
     """ncu.select family-best on the recorded H100 L1-36 timings: one variant per layout family, the fastest."""
-    from pipeline import config, ops, profiling
+    from pipeline import cache, config, ops, profiling
     op = ops.load_op_dir(REPO / "kernels" / "rmsnorm", config.load_root(REPO / "pipeline.yaml"))
     sample = results.load(REPO / "profiles" / "nvidia-h100-80gb-hbm3" / "rmsnorm" / "results.json")
     recorded = next(s for s in sample["shapes"] if s["id"] == "L1-36")
     timed = {v["name"]: v for v in recorded["variants"] if v["status"] == "ok" and v.get("timing")}
-    work = profiling.ShapeWork(op, op.config.op.shape_list(None)[0], 0, "k", list(enumerate(op.variants)), [], {})
+    work = cache.ShapeWork(op, op.config.op.shape_list(None)[0], 0, "k", list(enumerate(op.variants)), [], {})
     work.done = {n: {"name": n, "status": "ok"} for n in timed}
     work.timing = {n: v["timing"] for n, v in timed.items()}
     picked = profiling._selected(work, "family-best")

@@ -1,0 +1,99 @@
+"""What a run may skip: the cache keys of stored results, the plan of what to measure per shape, and the
+clean-up of report and log files no record names any more.
+
+A (variant, config, shape) result is reused while its key (variant_key: the variant's source and config on
+top of the shape's key) matches; a shape with anything to measure re-times its cached fastest and baseline
+variants beside the new ones (the controls), so the comparisons the report makes come from one run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline import results
+from pipeline.config import Shape
+from pipeline.ops import Op, Variant
+
+# Statuses measured again on the next run even when nothing changed: the measuring machinery failed,
+# not the variant. Everything else a variant earns (crashes and hangs included) recurs, so it is cached.
+REMEASURE = {"worker-error"}
+# ncu outcomes that stand for the variant's profile; any other makes a selected variant be profiled again
+NCU_FINAL = {"ok", "no-kernels", "count-mismatch", "timeout", "failed", "profile-error", "permission-denied"}
+
+
+@dataclass
+class ShapeWork:
+    """One shape of one op to measure in this run, and what its stored record lets it skip."""
+    op: Op
+    shape: Shape
+    index: int                                   # position in its op's jobs: NVTX range s<index>
+    key: str                                     # shape_key: reference, shape, GPU, tools, settings
+    measure: list[tuple[int, Variant]]           # verified, timed and (if selected) profiled now
+    controls: list[tuple[int, Variant]]          # cached correct variants re-timed beside them
+    cached: dict[str, dict[str, Any]]            # stored variant records reused as they are
+    done: dict[str, dict[str, Any]] = field(default_factory=dict)
+    timing: dict[str, Any] | None = None
+    min_bytes: int | None = None
+    env: dict[str, Any] | None = None
+    errors: list[str] = field(default_factory=list)
+    timed: bool = False
+    wall: dict[str, float] = field(default_factory=lambda: {"verify": 0.0, "time": 0.0, "ncu": 0.0})
+
+    @property
+    def id(self) -> str:
+        return self.shape.id
+
+
+def shape_key(op: Op, shape: Shape, facts: dict[str, Any]) -> str:
+    """Hash of everything but the variants that can change a shape's results: the reference's source, the
+    shape, GPU, driver, tools and every measurement setting."""
+    cfg = op.config
+    parts = {"reference": results.source_sha256(op.reference), "shape": [shape.params, shape.dtype],
+             "facts": facts, "settings": [vars(cfg.verify), vars(cfg.timing), vars(cfg.ncu), vars(cfg.worker)]}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def variant_key(v: Variant, key: str) -> str:
+    """One (variant, config, shape) result's key: its source and config on top of the shape's key."""
+    sha = results.source_sha256(v.file) if Path(v.file).exists() else None
+    parts = [key, v.name, sha, v.config, v.problem]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _fastest(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    timed = [r for r in records if r.get("status") == "ok" and r.get("timing")]
+    return min(timed, key=lambda r: r["timing"]["median_ms"]) if timed else None
+
+
+def plan_shape(op: Op, shape: Shape, stored: dict[str, Any] | None, key: str, force: bool) -> ShapeWork:
+    """Split a shape's variants into cached (same key, stored result) and to-measure; pick the controls."""
+    indexed = list(enumerate(op.variants))
+    old = {r["name"]: r for r in (stored or {}).get("variants", [])}
+    cached = {}
+    if not force and stored is not None and stored.get("cache_key") == key:
+        for _, v in indexed:
+            r = old.get(v.name)
+            if r and r.get("cache_key") == variant_key(v, key) and r["status"] not in REMEASURE:
+                cached[v.name] = r
+    measure = [(i, v) for i, v in indexed if v.name not in cached]
+    controls = []
+    if measure and cached:
+        records = list(cached.values())
+        picks = [_fastest(records), _fastest([r for r in records if r.get("baseline")])]
+        names = {p["name"] for p in picks if p}
+        controls = [(i, v) for i, v in indexed if v.name in names]
+    return ShapeWork(op, shape, 0, key, measure, controls, cached)
+
+
+def prune(op_dir: Path, doc: dict[str, Any]) -> None:
+    """Delete ncu reports, ncu logs and worker logs that no record of the results file names any more."""
+    named = {doc_name for s in doc["shapes"] for doc_name in
+             [s.get("worker_log"), (s.get("ncu") or {}).get("report"), (s.get("ncu") or {}).get("log")]
+             + [(v.get("ncu") or {}).get("report") for v in s["variants"]] if doc_name}
+    for pattern in ("*.ncu-rep", "*.ncu.log", "*.worker.log"):
+        for f in op_dir.glob(pattern):
+            if f.name not in named:
+                f.unlink(missing_ok=True)

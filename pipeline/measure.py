@@ -1,0 +1,140 @@
+"""The parent's side of the measuring stage: one GPU worker per op verifies and times all its shapes
+(pipeline.worker mode "measure"); a crash or hang costs one variant and the worker restarts on the rest.
+Also the device's roofline ceilings, measured once per run.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from rich.markup import escape
+
+from pipeline.cache import ShapeWork
+from pipeline.config import Config
+from pipeline.ops import Op, Variant
+from pipeline.supervise import WorkerRun
+
+Say = Callable[[str], None]
+
+
+class Tracker(Protocol):
+    """Progress of a long run: units of work are variant checks, shape timings and ncu passes over an op."""
+    def add(self, units: int) -> None: ...
+    def doing(self, text: str) -> None: ...
+    def done(self, units: int = 1) -> None: ...
+
+
+class Quiet:
+    def add(self, units: int) -> None:
+        pass
+
+    def doing(self, text: str) -> None:
+        pass
+
+    def done(self, units: int = 1) -> None:
+        pass
+
+
+def measure_ceilings(cfg: Config, device: str, say: Say, gpu: str | None = None) -> dict[str, Any] | None:
+    """Copy bandwidth and matmul rate of this GPU, measured once per run (the roofline's two ceilings)."""
+    job = {"mode": "ceilings", "op": "", "variants": [], "device": device, "timing": vars(cfg.timing).copy()}
+    with tempfile.TemporaryDirectory(prefix="pipeline-") as tmp:
+        run = WorkerRun(job, Path(tmp), "ceilings", Path(tmp) / "worker.log",
+                        {"default": cfg.worker.timing_timeout_s}, gpu)
+        found = [e["ceilings"] for e in run.events() if e["event"] == "ceilings"]
+        if not found:
+            say(f"  [red]✗[/] ceilings not measured: {escape(run.why())}")
+            return None
+    c = found[0]
+    say(f"GPU ceilings: copy {c['copy_gbs']:,.0f} GB/s; matmul " +
+        ", ".join(f"{k} {v:,.0f} TFLOP/s" for k, v in c["matmul_tflops"].items()))
+    return c
+
+
+def _vjob(i: int, v: Variant) -> dict[str, Any]:
+    return {"index": i, "name": v.name, "file": v.file, "config": v.config}
+
+
+def _note(w: ShapeWork, r: dict[str, Any], say: Say, tracker: Tracker) -> None:
+    w.done[r["name"]] = r
+    mark = {"ok": "[green]✓[/]", "unsupported": "[yellow]–[/]"}.get(r["status"], "[red]✗[/]")
+    say(f"  {mark} {escape(w.op.name)} {escape(w.id)} {escape(r['name'])}: {r['status']}"
+        + (f": {escape(r['error'])}" if r.get("error") else ""))
+    tracker.done()
+
+
+def _shape_job(w: ShapeWork, cfg: Config) -> dict[str, Any]:
+    tol = cfg.verify.tolerance_for(w.shape.dtype)
+    verified = [(i, v) for i, v in w.measure if w.done.get(v.name, {}).get("status") == "ok"]
+    return {"id": w.id, "index": w.index, "params": w.shape.params, "dtype": w.shape.dtype,
+            "tolerance": {"rtol": tol.rtol, "atol": tol.atol},
+            "verify": [_vjob(i, v) for i, v in w.measure if v.name not in w.done],
+            "time": [_vjob(i, v) for i, v in verified + w.controls]}
+
+
+def measure_op(op: Op, works: list[ShapeWork], workdir: Path, log: Path, device: str, say: Say,
+               tracker: Tracker, gpu: str | None = None) -> None:
+    """Verify and time every shape of `works` in one worker process. A crash or hang costs that variant
+    only: the worker is restarted on what is left. Fills each ShapeWork's done/timing/errors/wall."""
+    cfg = op.config
+    for w in works:
+        for i, v in w.measure:
+            if v.problem:
+                _note(w, {"name": v.name, "status": "import-error", "error": v.problem}, say, tracker)
+    by_id = {w.id: w for w in works}
+    limits = {"default": cfg.worker.variant_timeout_s, "timing": cfg.worker.timing_timeout_s}
+    attempt = 0
+    while todo := [w for w in works if not w.timed]:
+        attempt += 1
+        progress = sum(len(w.done) for w in works)
+        job = {"mode": "measure", "op": op.name, "reference": str(op.reference), "device": device,
+               "seeds": cfg.verify.seeds, "timing": vars(cfg.timing).copy(),
+               "shapes": [_shape_job(w, cfg) for w in todo]}
+        run = WorkerRun(job, workdir, f"measure-{attempt}", log, limits, gpu)
+        since = run.started
+        for e in run.events():
+            w = by_id.get(e.get("shape") or "")
+            if e["event"] == "env":
+                for t in todo:
+                    t.env = e["facts"]
+            elif e["event"] == "begin" and w is not None:
+                tracker.doing(f"{op.name} {w.id}: {e['phase']} {e['variant'] or ''}".rstrip())
+                if e["phase"] == "timing":
+                    w.wall["verify"] += e["t"] - since
+                    since = e["t"]
+            elif e["event"] == "variant" and w is not None:
+                _note(w, e["result"], say, tracker)
+            elif e["event"] == "timing" and w is not None:
+                w.timing, w.min_bytes = e["stats"], e["min_bytes"]
+            elif e["event"] == "shape-end" and w is not None:
+                w.wall["time"] += e["t"] - since
+                since, w.timed = e["t"], True
+                tracker.done()
+        if run.ended:
+            break
+        w = by_id.get(run.shape or "")
+        moved = sum(len(t.done) for t in works) > progress
+        if w is not None and run.phase == "verify" and run.current is not None:
+            if run.current not in w.done:
+                _note(w, {"name": run.current, "status": "timeout" if run.killed else "crashed",
+                          "error": run.why()}, say, tracker)
+            continue    # restart on the variants still to do
+        if w is not None and run.phase == "timing":
+            w.errors.append(f"timing phase failed: {run.why()}")
+            say(f"  [red]✗[/] {escape(op.name)} {escape(w.id)}: {escape(w.errors[-1])}")
+            w.timed = True
+            tracker.done()
+            continue
+        if moved:
+            continue
+        # died outside any variant and made no progress: the shapes it had left cannot be measured
+        why = f"worker failed before any variant: {run.why()}"
+        say(f"  [red]✗[/] {escape(op.name)}: {escape(why)}")
+        for t in todo:
+            t.errors.append(why)
+            for _, v in t.measure:
+                if v.name not in t.done:
+                    _note(t, {"name": v.name, "status": "worker-error", "error": run.why()}, say, tracker)
+            t.timed = True
+        break
