@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline import results
 from pipeline.config import Config, load_op
 from pipeline.errors import ConfigError, SelectionError
 
@@ -27,6 +28,7 @@ class Variant:
     config: dict[str, Any]
     baseline: bool
     problem: str = ""         # set when the file cannot be used at all (syntax error, no ModelNew)
+    sha256: str = ""          # of the file's source, read once at discovery (results, cache keys)
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,11 @@ def config_label(stem: str, config: dict[str, Any]) -> str:
 
 
 def read_variants(path: Path, baseline: str) -> list[Variant]:
+    sha = results.source_sha256(path)
+    return [dataclasses.replace(v, sha256=sha) for v in _parse_variants(path, baseline)]
+
+
+def _parse_variants(path: Path, baseline: str) -> list[Variant]:
     stem = path.stem
     is_base = stem == baseline
     try:

@@ -183,7 +183,7 @@ def assemble(w: ShapeWork, prof: dict[str, Any] | None, picked: set[str], select
         measured = w.done.get(v.name) or {"name": v.name, "status": "worker-error", "error": "not measured"}
         rec = {"name": v.name, "file": os.path.relpath(v.file, REPO), "stem": v.stem, "layout": v.layout,
                "config": v.config, "baseline": v.baseline, "index": i,
-               "source_sha256": results.source_sha256(v.file) if Path(v.file).exists() else None,
+               "source_sha256": v.sha256,
                "cache_key": variant_key(v, w.key), "measured_at": now, "cached": False}
         rec.update({k: val for k, val in measured.items() if k != "name"})
         rec["timing"] = timing.get(v.name)

@@ -7,7 +7,6 @@ the metric or timing behind each). Charts are SVG text from pipeline.charts, inl
 from __future__ import annotations
 
 import hashlib
-
 import os
 from collections import Counter
 from pathlib import Path
@@ -279,7 +278,7 @@ def op_page(doc: dict[str, Any], path: Path, reports_dir: Path, replayed: bool) 
         thresholds=[(k, f"{v:g}", d) for k, (v, d) in analysis.THRESHOLDS.items()],
         glossary=COLUMNS + [Column("findings", FINDINGS_NOTE)],
         results_href=_href(path.parent, reports_dir, path.name), results_name="/".join(path.parts[-4:]),
-        sweep_chart=charts.sweep(doc, col), shapes=shapes, filename=f"{results.slug(doc['op'])}.html")
+        sweep_chart=charts.sweep(doc, col), shapes=shapes, filename=page_name(doc))
 
 
 def environment() -> jinja2.Environment:
@@ -299,11 +298,18 @@ def digest(paths: list[Path], replayed: bool) -> str:
     return h.hexdigest()
 
 
+def page_name(doc: dict[str, Any]) -> str:
+    return f"{results.slug(doc['op'])}.html"
+
+
 def up_to_date(paths: list[Path], reports_dir: Path, replayed: bool) -> bool:
     """True when every page exists and the index was rendered from exactly these inputs."""
+    return _current(paths, [reports_dir / page_name(results.load(p)) for p in paths], reports_dir, replayed)
+
+
+def _current(paths: list[Path], pages: list[Path], reports_dir: Path, replayed: bool) -> bool:
     index = reports_dir / "index.html"
-    if not index.exists() or not all((reports_dir / f"{results.slug(results.load(p)['op'])}.html").exists()
-                                     for p in paths):
+    if not index.exists() or not all(p.exists() for p in pages):
         return False
     return f'<meta name="pipeline-digest" content="{digest(paths, replayed)}">' in index.read_text()
 
@@ -312,11 +318,11 @@ def render(paths: list[Path], reports_dir: Path, replayed: bool) -> list[Path]:
     """Write one page per results file plus the index; returns the files written (index first).
     Nothing is written when the pages on disk were rendered from the same inputs (a rerun that measured
     nothing re-renders in no time)."""
-    pages_out = [reports_dir / f"{results.slug(results.load(p)['op'])}.html" for p in paths]
-    if up_to_date(paths, reports_dir, replayed):
-        return [reports_dir / "index.html", *pages_out]
+    docs = [results.load(p) for p in paths]      # each file read once
+    if _current(paths, [reports_dir / page_name(d) for d in docs], reports_dir, replayed):
+        return [reports_dir / "index.html", *(reports_dir / page_name(d) for d in docs)]
     env = environment()
-    pages = [op_page(results.load(p), p, reports_dir, replayed) for p in paths]
+    pages = [op_page(doc, p, reports_dir, replayed) for doc, p in zip(docs, paths)]
     written = []
     for page in pages:
         out = reports_dir / page.filename

@@ -136,13 +136,17 @@ def build(variant: dict[str, Any], init_inputs: list[Any], device: str, op: str)
     return model.to(device), module
 
 
-def verify_variants(job: dict[str, Any], shape: dict[str, Any], ref_mod: ModuleType, ev: Events) -> dict[str, Any]:
+def reference_model(ref_mod: ModuleType, device: str) -> Any:
+    torch.manual_seed(0)   # the parameter init variants are built with too (build)
+    return ref_mod.Model(*ref_mod.get_init_inputs()).to(device)
+
+
+def verify_variants(job: dict[str, Any], shape: dict[str, Any], ref_mod: ModuleType, ref_model: Any,
+                    ev: Events) -> dict[str, Any]:
     """Build each variant of one shape and check it on every seed; one `variant` event each.
     Returns the models that passed, for timing in this same process."""
     device, sid = job["device"], shape["id"]
     init_inputs = ref_mod.get_init_inputs()
-    torch.manual_seed(0)
-    ref_model = ref_mod.Model(*init_inputs).to(device)
     tol = Tolerance(**shape["tolerance"])
     half = shape["dtype"] != "float32"
     passed: dict[str, Any] = {}
@@ -197,13 +201,11 @@ def verify_variants(job: dict[str, Any], shape: dict[str, Any], ref_mod: ModuleT
     return passed
 
 
-def time_variants(job: dict[str, Any], shape: dict[str, Any], ref_mod: ModuleType, models: dict[str, Any],
-                  l2_bytes: int, ev: Events) -> None:
+def time_variants(job: dict[str, Any], shape: dict[str, Any], ref_mod: ModuleType, ref_model: Any,
+                  models: dict[str, Any], l2_bytes: int, ev: Events) -> None:
     """Time the verified variants, torch eager and a device copy of the op's minimal bytes, interleaved."""
     device, sid = job["device"], shape["id"]
     init_inputs = ref_mod.get_init_inputs()
-    torch.manual_seed(0)
-    ref_model = ref_mod.Model(*init_inputs).to(device)
     ev.emit("begin", variant=None, phase="timing", shape=sid)
     with torch.no_grad():
         inputs = verify.make_inputs(ref_mod, shape["dtype"], job["seeds"][0], device)
@@ -233,10 +235,11 @@ def measure_shapes(job: dict[str, Any], ev: Events) -> None:
     ev.emit("env", facts=facts)
     for shape in job["shapes"]:
         ref_mod = load_reference({**job, "params": shape["params"]})
-        models = verify_variants(job, shape, ref_mod, ev)
-        time_variants(job, shape, ref_mod, models, facts["l2_bytes"], ev)
+        ref_model = reference_model(ref_mod, job["device"])     # one per shape, for checking and timing
+        models = verify_variants(job, shape, ref_mod, ref_model, ev)
+        time_variants(job, shape, ref_mod, ref_model, models, facts["l2_bytes"], ev)
         ev.emit("shape-end", shape=shape["id"])
-        del models
+        del models, ref_model
         if job["device"] != "cpu":
             torch.cuda.empty_cache()
     ev.emit("end")
