@@ -40,6 +40,7 @@ class ShapeWork:
     env: dict[str, Any] | None = None
     errors: list[str] = field(default_factory=list)
     timed: bool = False
+    compiled: dict[str, Any] | None = None       # the worker's concurrent compile: seconds, kernels, threads
     wall: dict[str, float] = field(default_factory=lambda: {"verify": 0.0, "time": 0.0, "ncu": 0.0})
 
     @property
@@ -51,8 +52,10 @@ def shape_key(op: Op, shape: Shape, facts: dict[str, Any]) -> str:
     """Hash of everything but the variants that can change a shape's results: the reference's source, the
     shape, GPU, driver, tools and every measurement setting."""
     cfg = op.config
+    # worker.precompile only changes when kernels compile, never what is measured
+    worker = {k: val for k, val in vars(cfg.worker).items() if k != "precompile"}
     parts = {"reference": results.source_sha256(op.reference), "shape": [shape.params, shape.dtype],
-             "facts": facts, "settings": [vars(cfg.verify), vars(cfg.timing), vars(cfg.ncu), vars(cfg.worker)]}
+             "facts": facts, "settings": [vars(cfg.verify), vars(cfg.timing), vars(cfg.ncu), worker]}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 

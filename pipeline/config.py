@@ -104,6 +104,8 @@ class NcuConfig:
 class WorkerConfig:
     variant_timeout_s: float = _f(180.0, "a variant still building or verifying after this long is killed: `timeout`")
     timing_timeout_s: float = _f(900.0, "limit for the timing phase of one op × shape")
+    precompile: bool = _f(True, "compile a shape's Triton kernels on a thread pool before verifying; off: each "
+                                "compiles at its first call (for variants that keep what a launch returns)")
 
 
 @dataclass(frozen=True)

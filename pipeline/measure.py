@@ -83,13 +83,16 @@ def measure_op(op: Op, works: list[ShapeWork], workdir: Path, log: Path, device:
             if v.problem:
                 _note(w, {"name": v.name, "status": "import-error", "error": v.problem}, say, tracker)
     by_id = {w.id: w for w in works}
-    limits = {"default": cfg.worker.variant_timeout_s, "timing": cfg.worker.timing_timeout_s}
+    most = max((len(w.measure) for w in works), default=1)
+    limits = {"default": cfg.worker.variant_timeout_s, "timing": cfg.worker.timing_timeout_s,
+              "compile": cfg.worker.variant_timeout_s * max(1, most)}
     attempt = 0
+    concurrent_compile = cfg.worker.precompile   # and off for restarts after a worker died while compiling
     while todo := [w for w in works if not w.timed]:
         attempt += 1
         progress = sum(len(w.done) for w in works)
         job = {"mode": "measure", "op": op.name, "reference": str(op.reference), "device": device,
-               "seeds": cfg.verify.seeds, "timing": vars(cfg.timing).copy(),
+               "seeds": cfg.verify.seeds, "timing": vars(cfg.timing).copy(), "precompile": concurrent_compile,
                "shapes": [_shape_job(w, cfg) for w in todo]}
         run = WorkerRun(job, workdir, f"measure-{attempt}", log, limits, gpu)
         since = run.started
@@ -105,6 +108,8 @@ def measure_op(op: Op, works: list[ShapeWork], workdir: Path, log: Path, device:
                     since = e["t"]
             elif e["event"] == "variant" and w is not None:
                 _note(w, e["result"], say, tracker)
+            elif e["event"] == "compiled" and w is not None:
+                w.compiled = {k: e[k] for k in ("seconds", "kernels", "threads")}
             elif e["event"] == "timing" and w is not None:
                 w.timing, w.min_bytes = e["stats"], e["min_bytes"]
             elif e["event"] == "shape-end" and w is not None:
@@ -120,6 +125,13 @@ def measure_op(op: Op, works: list[ShapeWork], workdir: Path, log: Path, device:
                 _note(w, {"name": run.current, "status": "timeout" if run.killed else "crashed",
                           "error": run.why()}, say, tracker)
             continue    # restart on the variants still to do
+        if run.phase == "compile":
+            # the concurrent compile took the worker down (a compiler crash, or past its limit): say so and
+            # go on compiling one kernel at a time, where a failure is charged to its own variant
+            say(f"  [yellow]![/] {escape(op.name)} {escape(run.shape or '')}: concurrent compile failed "
+                f"({escape(run.why())}); compiling at first call instead")
+            concurrent_compile = False
+            continue
         if w is not None and run.phase == "timing":
             w.errors.append(f"timing phase failed: {run.why()}")
             say(f"  [red]✗[/] {escape(op.name)} {escape(w.id)}: {escape(w.errors[-1])}")

@@ -1,0 +1,33 @@
+"""Concurrent compile on a real GPU: every kernel the variants launch is compiled before their first
+call, so that call compiles nothing, and the results are still right (skipped without a GPU)."""
+import pytest
+
+from testenv import REPO
+from pipeline import precompile, worker
+
+pytestmark = pytest.mark.gpu
+
+
+def test_precompiled_kernels_are_not_compiled_again():
+    import torch
+    from triton import knobs
+
+    module = worker.load_module(str(REPO / "kernels" / "rmsnorm" / "flat_1d.py"), "_precompile_t_flat_1d")
+    configs = [c for c in module.CONFIGS if c["BLOCK_HW"] >= 64]
+    models = [module.ModelNew(48, **c) for c in configs]
+    x = torch.randn(3, 48, 33, 17, device="cuda")     # odd sizes: a specialization no other test compiled
+    named = []
+    stats = precompile.precompile([(str(i), (lambda m: lambda: m(x))(m)) for i, m in enumerate(models)], "cuda",
+                                  before=named.append, compiling=lambda: named.append("compile"))
+    assert named == [str(i) for i in range(len(models))] + ["compile"]
+    assert stats["kernels"] == len(configs) and stats["threads"] >= 1
+    late = []
+    knobs.runtime.jit_cache_hook = lambda **kw: late.append(kw["fn"].name) and False
+    try:
+        outs = [m(x) for m in models]
+    finally:
+        knobs.runtime.jit_cache_hook = None
+    assert late == []             # nothing compiled at first call
+    want = x / torch.sqrt(torch.mean(x ** 2, dim=1, keepdim=True) + 1e-5)
+    for out in outs:
+        torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
