@@ -76,7 +76,7 @@ def main() -> int:
             for fn in cands.values():   # compile (torch.compile takes a while) before sizing repeats
                 fn()
             est = {k: timing.time_once(fn, "cuda") for k, fn in cands.items()}
-            stats = timing.measure(cands, est, root.timing, facts["l2_bytes"], "cuda")
+            stats = timing.measure(cands, est, root.timing, facts["l2_bytes"], "cuda", controls=frozenset(cands))
         t = {k: s["median_ms"] for k, s in stats.items()}
         rows.append({"shape": shape.id, "bytes": nbytes, "recommended": rec.variant["name"], "median_ms": t,
                      "iqr_ms": {k: [s["p25_ms"], s["p75_ms"]] for k, s in stats.items()},

@@ -34,8 +34,12 @@ def time_once(fn: Callable[[], Any], device: str) -> float:
 
 
 def measure(candidates: dict[str, Callable[[], Any]], estimates_ms: dict[str, float],
-            cfg: TimingConfig, l2_bytes: int, device: str) -> dict[str, dict[str, Any]]:
-    """Time every candidate; returns {name: stats}. On the CPU (interpreter) host timers stand in."""
+            cfg: TimingConfig, l2_bytes: int, device: str,
+            controls: frozenset[str] = frozenset()) -> dict[str, dict[str, Any]]:
+    """Time every candidate; returns {name: stats}. On the CPU (interpreter) host timers stand in.
+
+    Racing (cfg.race): after the first round, a candidate whose median is above race x the fastest
+    candidate's stops once it has min_reps. `controls` (reference, copy) always get their full count."""
     cuda = device != "cpu"
     flush = torch.empty(max(2 * l2_bytes, 1), dtype=torch.uint8, device=device) if cfg.flush_l2 else None
     reps = {n: int(min(cfg.max_reps, max(cfg.min_reps, cfg.budget_ms / max(estimates_ms.get(n, 1.0), 1e-3))))
@@ -46,9 +50,18 @@ def measure(candidates: dict[str, Callable[[], Any]], estimates_ms: dict[str, fl
             fn()
     if cuda:
         torch.cuda.synchronize()
-    for _ in range(cfg.rounds):
+    for r in range(cfg.rounds):
+        if r == 1 and cfg.race > 0:
+            raced = {n: statistics.median(s) for n, s in samples.items() if n not in controls and s}
+            if raced:
+                best = min(raced.values())
+                for name, med in raced.items():
+                    if med > cfg.race * best:
+                        reps[name] = min(reps[name], cfg.min_reps)
         for name, fn in candidates.items():
-            n = math.ceil(reps[name] / cfg.rounds)
+            n = min(math.ceil(reps[name] / cfg.rounds), reps[name] - len(samples[name]))
+            if n <= 0:
+                continue
             if cuda:
                 pairs = []
                 for _ in range(n):

@@ -266,7 +266,8 @@ def time_variants(job: dict[str, Any], shape: dict[str, Any], ref_mod: ModuleTyp
         for name, fn in candidates.items():
             fn()   # compile / warm before sizing the repeat count
             estimates[name] = timing.time_once(fn, device)
-        stats = timing.measure(candidates, estimates, TimingConfig(**job["timing"]), l2_bytes, device)
+        stats = timing.measure(candidates, estimates, TimingConfig(**job["timing"]), l2_bytes, device,
+                               controls=frozenset({"__reference__", "__copy__"}))
     ev.emit("timing", stats=stats, min_bytes=min_bytes, shape=sid)
 
 
@@ -310,7 +311,7 @@ def measure_ceilings(job: dict[str, Any], ev: Events) -> None:
     for fn in candidates.values():   # library handles and kernels load on first use, not in the estimate
         fn()
     estimates = {k: timing.time_once(fn, device) for k, fn in candidates.items()}
-    stats = timing.measure(candidates, estimates, cfg, facts["l2_bytes"], device)
+    stats = timing.measure(candidates, estimates, cfg, facts["l2_bytes"], device, controls=frozenset(candidates))
     # a ceiling is the best the device reaches: rates from the fastest repeat (analysis.ceilings)
     ev.emit("ceilings", ceilings={
         "copy_gbs": 2 * nbytes / stats["copy"]["min_ms"] / 1e6, "copy_bytes": 2 * nbytes,

@@ -22,7 +22,9 @@ def test_scan_agrees_with_the_chunked_comparison(dtype):
     r = torch.randn(3 * SCAN_BLOCK + 17, device=DEVICE)     # several programs and a ragged tail
     o = (r + torch.randn_like(r) * 1e-4).to(dtype)
     (n_bad, max_abs, max_rel), full = _both(o, r, tol)
-    assert (n_bad, max_abs, max_rel) == (full["mismatched"], full["max_abs_err"], full["max_rel_err"])
+    # the GPU's fp32 division may differ from torch's in the last bit
+    assert n_bad == full["mismatched"] == 0
+    assert max_abs == full["max_abs_err"] and max_rel == pytest.approx(full["max_rel_err"], rel=1e-6)
     o[7] = float("nan")
     o[SCAN_BLOCK + 3] += 5
     o[-1] = float("inf")
