@@ -7,8 +7,10 @@ the metric or timing behind each). Charts are SVG text from pipeline.charts, inl
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from markupsafe import Markup, escape
 
 from pipeline import analysis, charts, recommend, results
 from pipeline.analysis import fmt_bytes
-from pipeline.viewmodel import (Cell, Column, FamilyRank, Headline, IndexPage, OpPage, ShapeView, Stat,
+from pipeline.viewmodel import (Cell, Chart, Column, FamilyRank, Headline, IndexPage, OpPage, ShapeView, Stat,
                                 VariantRow)
 
 
@@ -197,7 +199,7 @@ def _href(base: Path, reports_dir: Path, name: str | None) -> str:
 
 
 def shape_view(shape: dict[str, Any], env: dict[str, Any], results_dir: Path, reports_dir: Path,
-               op: str = "", col: dict[str, str] | None = None, with_charts: bool = False) -> ShapeView:
+               shape_charts: list[Chart] | None = None) -> ShapeView:
     rec = recommend.recommend(shape)
     order = recommend.ranked(shape)
     base_ms = next((v["timing"]["median_ms"] for v in order if v.get("baseline")), None)
@@ -218,12 +220,11 @@ def shape_view(shape: dict[str, Any], env: dict[str, Any], results_dir: Path, re
               else roof.compute_basis)]
     statuses = Counter(v["status"] for v in shape["variants"])
     ncu_rec = shape.get("ncu") or {}
-    col = col or charts.colors([v.get("stem", v["name"]) for v in shape["variants"]])
     return ShapeView(
         id=shape["id"], anchor="shape-" + results.slug(shape["id"]),
         params=", ".join(f"{k}={v}" for k, v in (shape.get("params") or {}).items()) or "default",
         dtype=shape.get("dtype", ""), facts=facts, headline=_headline(shape, env, rec) if rec else None,
-        ties=list(rec.ties) if rec else [], charts=charts.shape_charts(op, shape, rec, col) if with_charts else [],
+        ties=list(rec.ties) if rec else [], charts=shape_charts or [],
         columns=COLUMNS, rows=rows,
         counts=f"{len(shape['variants'])} variants: " + ", ".join(f"{n} {s}" for s, n in statuses.items()),
         families=list({v.get("stem", v["name"]): v.get("layout", "") for v in shape["variants"]}.items()),
@@ -267,10 +268,37 @@ def _environment(doc: dict[str, Any]) -> list[tuple[str, str]]:
         ("shapes measured", ", ".join(f"{x['id']}: {x.get('measured_at', '—')}" for x in shapes))]
 
 
-def op_page(doc: dict[str, Any], path: Path, reports_dir: Path, replayed: bool) -> OpPage:
+def _colors(doc: dict[str, Any]) -> dict[str, str]:
+    return charts.colors([v.get("stem", v["name"]) for s in doc["shapes"] for v in s["variants"]])
+
+
+def _draw(job: tuple[str, dict[str, Any], dict[str, str]]) -> list[Chart]:
+    op, shape, col = job
+    return charts.shape_charts(op, shape, recommend.recommend(shape), col)
+
+
+def draw_all(docs: list[dict[str, Any]]) -> list[list[list[Chart]]]:
+    """Every shape's charts, per doc. Drawing SVGs is most of a render (0.2 s a chart, 3 per shape), so
+    the shapes are drawn in parallel processes (matplotlib is not thread-safe); the output is the same."""
+    jobs = [(d["op"], s, _colors(d)) for d in docs for s in d["shapes"]]
+    workers = min(len(jobs), os.cpu_count() or 1, MAX_DRAW_PROCESSES)
+    if workers > 1:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            drawn = iter(list(pool.map(_draw, jobs)))
+    else:
+        drawn = iter([_draw(j) for j in jobs])
+    return [[next(drawn) for _ in d["shapes"]] for d in docs]
+
+
+MAX_DRAW_PROCESSES = 16
+
+
+def op_page(doc: dict[str, Any], path: Path, reports_dir: Path, replayed: bool,
+            drawn: list[list[Chart]] | None = None) -> OpPage:
     env = doc["environment"]
-    col = charts.colors([v.get("stem", v["name"]) for s in doc["shapes"] for v in s["variants"]])
-    shapes = [shape_view(s, env, path.parent, reports_dir, doc["op"], col, True) for s in doc["shapes"]]
+    col = _colors(doc)
+    drawn = drawn if drawn is not None else [_draw((doc["op"], s, col)) for s in doc["shapes"]]
+    shapes = [shape_view(s, env, path.parent, reports_dir, c) for s, c in zip(doc["shapes"], drawn)]
     return OpPage(
         op=doc["op"], replay_note=replay_note(doc) if replayed else "", gpu=str(env.get("gpu_name", "?")),
         created=str(doc.get("created", "—")), environment=_environment(doc),
@@ -322,7 +350,7 @@ def render(paths: list[Path], reports_dir: Path, replayed: bool) -> list[Path]:
     if _current(paths, [reports_dir / page_name(d) for d in docs], reports_dir, replayed):
         return [reports_dir / "index.html", *(reports_dir / page_name(d) for d in docs)]
     env = environment()
-    pages = [op_page(doc, p, reports_dir, replayed) for doc, p in zip(docs, paths)]
+    pages = [op_page(doc, p, reports_dir, replayed, drawn) for doc, p, drawn in zip(docs, paths, draw_all(docs))]
     written = []
     for page in pages:
         out = reports_dir / page.filename
