@@ -170,3 +170,46 @@ def test_ncu_profiles_the_fastest_config_of_each_family(tmp_path):
         family = [t["timing"]["median_ms"] for n, t in timed.items() if n.split("(")[0] == v.stem]
         assert timed[v.name]["timing"]["median_ms"] == min(family)
     assert len(profiling._selected(work, "all")) == len(timed)
+
+
+def test_gated_worker_waits_off_the_gpu_until_opened(tmp_path):
+    """A worker started ahead (while the op before is under ncu) imports, then does nothing until opened."""
+    import time
+    from pipeline.supervise import WorkerRun
+    job = {"mode": "ceilings", "op": "", "variants": [], "device": "cpu",
+           "timing": {"warmup": 0, "min_reps": 1, "max_reps": 1, "budget_ms": 1, "rounds": 1, "race": 0,
+                      "flush_l2": False}}
+    run = WorkerRun(job, tmp_path, "ahead", tmp_path / "worker.log", {"default": 120}, gated=True)
+    time.sleep(3)
+    assert run.proc.poll() is None and not run.events_path.exists()     # waiting, nothing emitted
+    run.open()
+    events = [e["event"] for e in run.events()]
+    assert events == ["ceilings", "end"] and run.proc.returncode == 0
+
+
+def test_two_ops_the_second_started_ahead(tmp_path):
+    """With two ops, the second's worker is started while the first finishes; both are measured in full."""
+    import shutil
+    kernels = tmp_path / "kernels"
+    for name in ("first", "second"):
+        (kernels / name).mkdir(parents=True)
+        for f in ("reference.py", "good.py"):
+            shutil.copy(FIXTURES / "faulty" / "kernels" / "faults" / f, kernels / name / f)
+        (kernels / name / "op.yaml").write_text(
+            "shapes:\n  - {name: tiny, batch_size: 2, features: 6, dim1: 5, dim2: 7}\n"
+            "timing: {min_reps: 3, max_reps: 3, rounds: 1, warmup: 0}\n")
+    root = tmp_path / "pipeline.yaml"
+    root.write_text(f"kernels_dir: {kernels}\nreports_dir: {tmp_path / 'reports'}\n")
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "--config", str(root), "profile", "--device", "cpu",
+                           "--profiles-dir", str(tmp_path / "profiles"), "--strict"],
+                          capture_output=True, text=True, cwd=REPO, env={**os.environ, "TRITON_INTERPRET": "1"},
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    docs = {results.load(p)["op"]: results.load(p) for p in results.find_all(tmp_path / "profiles")}
+    assert set(docs) == {"first", "second"}
+    for doc in docs.values():
+        (shape,) = doc["shapes"]
+        assert [v["status"] for v in shape["variants"]] == ["ok"] and shape["reference"]["timing"]["reps"] == 3
+    logs = {op: next((tmp_path / "profiles").glob(f"*/{op}/*.worker.log")).read_text() for op in docs}
+    assert "--- worker measure-1: measure tiny (started ahead" in logs["second"] and "Traceback" not in logs["second"]
+    assert "started ahead" not in logs["first"]
