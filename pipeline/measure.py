@@ -73,58 +73,28 @@ def _shape_job(w: ShapeWork, cfg: Config) -> dict[str, Any]:
             "time": [_vjob(i, v) for i, v in verified + w.controls]}
 
 
-def mark_problems(works: list[ShapeWork], say: Say, tracker: Tracker) -> None:
-    """Variants that cannot even be loaded (syntax error, no ModelNew) are reported without a worker."""
+def measure_op(op: Op, works: list[ShapeWork], workdir: Path, log: Path, device: str, say: Say,
+               tracker: Tracker, gpu: str | None = None) -> None:
+    """Verify and time every shape of `works` in one worker process. A crash or hang costs that variant
+    only: the worker is restarted on what is left. Fills each ShapeWork's done/timing/errors/wall."""
+    cfg = op.config
     for w in works:
         for i, v in w.measure:
-            if v.problem and v.name not in w.done:
+            if v.problem:
                 _note(w, {"name": v.name, "status": "import-error", "error": v.problem}, say, tracker)
-
-
-def _limits(op: Op, works: list[ShapeWork]) -> dict[str, float]:
-    cfg = op.config
-    most = max((len(w.measure) for w in works), default=1)
-    return {"default": cfg.worker.variant_timeout_s, "timing": cfg.worker.timing_timeout_s,
-            "compile": cfg.worker.variant_timeout_s * max(1, most)}
-
-
-def _job(op: Op, todo: list[ShapeWork], device: str, concurrent_compile: bool) -> dict[str, Any]:
-    cfg = op.config
-    return {"mode": "measure", "op": op.name, "reference": str(op.reference), "device": device,
-            "seeds": cfg.verify.seeds, "timing": vars(cfg.timing).copy(), "precompile": concurrent_compile,
-            "shapes": [_shape_job(w, cfg) for w in todo]}
-
-
-def start_ahead(op: Op, works: list[ShapeWork], workdir: Path, log: Path, device: str, say: Say,
-                tracker: Tracker, gpu: str | None = None) -> WorkerRun:
-    """Start the first measuring worker of an op while the GPU is still busy with the op before (its ncu
-    run): it imports torch and the pipeline, then waits at its gate, off the GPU, until measure_op opens it.
-    Saves a worker start-up (~5 s on the H100 host) per op."""
-    mark_problems(works, say, tracker)
-    return WorkerRun(_job(op, works, device, op.config.worker.precompile), workdir, "measure-1", log,
-                     _limits(op, works), gpu, gated=True)
-
-
-def measure_op(op: Op, works: list[ShapeWork], workdir: Path, log: Path, device: str, say: Say,
-               tracker: Tracker, gpu: str | None = None, ahead: WorkerRun | None = None) -> None:
-    """Verify and time every shape of `works` in one worker process. A crash or hang costs that variant
-    only: the worker is restarted on what is left. Fills each ShapeWork's done/timing/errors/wall.
-    `ahead`: this op's first worker, already started by start_ahead."""
-    cfg = op.config
-    mark_problems(works, say, tracker)
     by_id = {w.id: w for w in works}
-    limits = _limits(op, works)
+    most = max((len(w.measure) for w in works), default=1)
+    limits = {"default": cfg.worker.variant_timeout_s, "timing": cfg.worker.timing_timeout_s,
+              "compile": cfg.worker.variant_timeout_s * max(1, most)}
     attempt = 0
     concurrent_compile = cfg.worker.precompile   # and off for restarts after a worker died while compiling
     while todo := [w for w in works if not w.timed]:
         attempt += 1
         progress = sum(len(w.done) for w in works)
-        if ahead is not None:
-            run, ahead = ahead, None
-            run.open()
-        else:
-            run = WorkerRun(_job(op, todo, device, concurrent_compile), workdir, f"measure-{attempt}", log,
-                            limits, gpu)
+        job = {"mode": "measure", "op": op.name, "reference": str(op.reference), "device": device,
+               "seeds": cfg.verify.seeds, "timing": vars(cfg.timing).copy(), "precompile": concurrent_compile,
+               "shapes": [_shape_job(w, cfg) for w in todo]}
+        run = WorkerRun(job, workdir, f"measure-{attempt}", log, limits, gpu)
         since = run.started
         for e in run.events():
             w = by_id.get(e.get("shape") or "")

@@ -9,7 +9,6 @@ assembles the records.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import importlib.metadata
@@ -21,19 +20,18 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rich.markup import escape
 
-from pipeline import measure, metrics, ncu, results, shard
+from pipeline import metrics, ncu, results, shard
 from pipeline.cache import NCU_FINAL, ShapeWork, plan_shape, prune, shape_key, variant_key
 from pipeline.config import Config, Shape
 from pipeline.errors import NoGpuError
 from pipeline.measure import Quiet, Say, Tracker, _vjob, measure_ceilings, measure_op
 from pipeline.ops import Op, Variant
-from pipeline.supervise import REPO, WorkerRun, child_env, kill_all, read_events, track
+from pipeline.supervise import REPO, child_env, kill_all, read_events, track
 
 
 def gpu_present() -> tuple[bool, str]:
@@ -229,48 +227,15 @@ def assemble(w: ShapeWork, prof: dict[str, Any] | None, picked: set[str], select
 PER_GPU = ("gpu_uuid", "cuda_visible_devices")
 
 
-@dataclass
-class Ahead:
-    """An op's first measuring worker, started (gated) while the op before is profiled by ncu."""
-    tmp: tempfile.TemporaryDirectory
-    run: WorkerRun
-
-    def close(self) -> None:
-        if self.run.proc.poll() is None:
-            self.run.kill()
-        track(self.run.proc, False)
-        self.tmp.cleanup()
-
-
-def index_shapes(works: list[ShapeWork]) -> None:
+def profile_op_shapes(op: Op, works: list[ShapeWork], out_dir: Path, ncu_path: str, device: str, say: Say,
+                      tracker: Tracker, stamp: str, gpu: str | None = None) -> list[dict[str, Any]]:
+    """Measure and profile the given shapes of one op; returns their records, in order."""
     for j, w in enumerate(works):
         w.index = j
-
-
-def start_ahead(op: Op, works: list[ShapeWork], device: str, say: Say, tracker: Tracker,
-                gpu: str | None = None) -> Ahead:
-    index_shapes(works)
-    tmp = tempfile.TemporaryDirectory(prefix="pipeline-")
-    workdir = Path(tmp.name)
-    return Ahead(tmp, measure.start_ahead(op, works, workdir, workdir / "worker.log", device, say, tracker, gpu))
-
-
-def profile_op_shapes(op: Op, works: list[ShapeWork], out_dir: Path, ncu_path: str, device: str, say: Say,
-                      tracker: Tracker, stamp: str, gpu: str | None = None, ahead: Ahead | None = None,
-                      measured: Callable[[], None] = lambda: None) -> list[dict[str, Any]]:
-    """Measure and profile the given shapes of one op; returns their records, in order.
-    `ahead`: its worker started early; `measured`: called between measuring and the ncu run."""
-    if ahead is None:
-        index_shapes(works)
-    with contextlib.ExitStack() as stack:
-        if ahead is not None:
-            stack.callback(ahead.close)
-            workdir = Path(ahead.tmp.name)
-        else:
-            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pipeline-")))
+    with tempfile.TemporaryDirectory(prefix="pipeline-") as tmp:
+        workdir = Path(tmp)
         wlog = workdir / "worker.log"
-        measure_op(op, works, workdir, wlog, device, say, tracker, gpu, ahead.run if ahead else None)
-        measured()
+        measure_op(op, works, workdir, wlog, device, say, tracker, gpu)
         worker_log = f"{stamp}.worker.log"
         shutil.copyfile(wlog, out_dir / worker_log)
         select = op.config.ncu.select
@@ -355,8 +320,7 @@ def run(ops: list[Op], cfg: Config, shape_filter: list[str] | None, require_gpu:
     lock = threading.Lock()
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
 
-    def work(gpu: str | None, batch: list[shard.Item], ahead: Ahead | None = None,
-             measured: Callable[[], None] = lambda: None) -> None:
+    def work(gpu: str | None, batch: list[shard.Item]) -> None:
         op = batch[0].payload.op
         path, doc = docs[op.name]
         lane = f"[dim]gpu {gpu}[/] " if gpu is not None and len(lanes_for) > 1 else ""
@@ -364,7 +328,7 @@ def run(ops: list[Op], cfg: Config, shape_filter: list[str] | None, require_gpu:
         path.parent.mkdir(parents=True, exist_ok=True)
         works = [it.payload for it in batch]
         tag = f"{stamp}-gpu{gpu}" if gpu is not None and len(lanes_for) > 1 else stamp
-        records = profile_op_shapes(op, works, path.parent, ncu_path, device, say, tracker, tag, gpu, ahead, measured)
+        records = profile_op_shapes(op, works, path.parent, ncu_path, device, say, tracker, tag, gpu)
         with lock:      # lanes finish shapes of the same op in any order; each write is whole and atomic
             for w, record in zip(works, records):
                 doc["environment"].update({k: v for k, v in (w.env or {}).items() if k not in PER_GPU})
@@ -381,18 +345,6 @@ def run(ops: list[Op], cfg: Config, shape_filter: list[str] | None, require_gpu:
             kill_all()
             raise
     else:
-        gpu = lanes_for[0] if lanes_for and gpus is not None else None
-        todo = shard.batches(pending)
-        ahead: list[Ahead] = []     # the next op's worker, started while this op's ncu runs
-
-        def start_next(k: int) -> None:
-            if k + 1 < len(todo):
-                nxt = todo[k + 1]
-                ahead.append(start_ahead(nxt[0].payload.op, [it.payload for it in nxt], device, say, tracker, gpu))
-        try:
-            for k, batch in enumerate(todo):
-                work(gpu, batch, ahead.pop() if ahead else None, lambda k=k: start_next(k))
-        finally:
-            for a in ahead:     # started but never reached (an error or an interrupt)
-                a.close()
+        for batch in shard.batches(pending):
+            work(lanes_for[0] if lanes_for and gpus is not None else None, batch)
     return [path for path, _ in docs.values() if path.exists()]

@@ -71,18 +71,15 @@ class WorkerRun:
     """One worker process followed through its events file, killed if a phase outlives its limit."""
 
     def __init__(self, job: dict[str, Any], workdir: Path, tag: str, log: Path, limits: dict[str, float],
-                 gpu: str | None = None, gated: bool = False):
-        """gated: the worker imports, then waits for open() before it touches the GPU (started ahead)."""
+                 gpu: str | None = None):
         self.events_path = workdir / f"events-{tag}.jsonl"
-        self.gate = workdir / f"gate-{tag}" if gated else None
-        job = {**job, "events": str(self.events_path), "gate": str(self.gate) if self.gate else None}
+        job = {**job, "events": str(self.events_path)}
         job_file = workdir / f"job-{tag}.json"
         job_file.write_text(json.dumps(job))
         self.log, self.limits = log, limits
         with open(log, "a") as fh:
             shapes = job.get("shapes", [])
-            fh.write(f"--- worker {tag}: {job['mode']} {', '.join(s['id'] for s in shapes) or job['op'] or ''}"
-                     + (" (started ahead: waits at its gate until the GPU is free)" if gated else "") + "\n")
+            fh.write(f"--- worker {tag}: {job['mode']} {', '.join(s['id'] for s in shapes) or job['op'] or ''}\n")
             fh.flush()
             self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.worker", str(job_file)], stdout=fh,
                                          stderr=subprocess.STDOUT, env=child_env(gpu), cwd=REPO,
@@ -94,12 +91,6 @@ class WorkerRun:
         self.phase: str | None = None
         self.ended = False
         self.killed = ""
-
-    def open(self) -> None:
-        """Let a gated worker go on; its time counts from here."""
-        if self.gate is not None:
-            self.gate.touch()
-            self.started = time.time()
 
     def events(self):
         """Yield events as they arrive until the process exits or is killed.

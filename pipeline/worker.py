@@ -358,20 +358,8 @@ def run_under_ncu(job: dict[str, Any], ev: Events) -> None:
     ev.emit("end")
 
 
-def wait_for_gate(gate: str) -> None:
-    """A worker started ahead of its turn (while ncu profiles the op before) has paid for its imports and
-    waits here, before touching the GPU, until the parent opens the gate; it exits if the parent is gone."""
-    parent = os.getppid()
-    while not os.path.exists(gate):
-        if os.getppid() != parent:
-            sys.exit(0)
-        time.sleep(0.02)
-
-
 def main(argv: list[str]) -> int:
     job = json.loads(Path(argv[0]).read_text())
-    if job.get("gate"):
-        wait_for_gate(job["gate"])
     ev = Events(job["events"])
     {"measure": measure_shapes, "ceilings": measure_ceilings, "ncu": run_under_ncu}[job["mode"]](job, ev)
     return 0
