@@ -56,7 +56,7 @@ class TimingConfig:
     max_reps: int = _f(200, "most timed repeats per variant")
     budget_ms: float = _f(200.0, "GPU time aimed at per variant; sets the repeat count between min and max")
     rounds: int = _f(5, "repeats are interleaved across variants in this many rounds, so drift hits all alike")
-    race: float = _f(1.5, "after the first round, a variant slower than race x the fastest median stops at min_reps "
+    race: float = _f(1.25, "after the first round, a variant slower than race x the fastest median stops at min_reps "
                           "(it cannot be recommended; its budget goes unspent); 0 times every variant to its budget")
     flush_l2: bool = _f(True, "overwrite a buffer of twice the L2 size before every timed repeat")
 
