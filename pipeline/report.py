@@ -268,6 +268,9 @@ def _environment(doc: dict[str, Any]) -> list[tuple[str, str]]:
         ("shapes measured", ", ".join(f"{x['id']}: {x.get('measured_at', '—')}" for x in shapes))]
 
 
+MAX_DRAW_PROCESSES = 16
+
+
 def _colors(doc: dict[str, Any]) -> dict[str, str]:
     return charts.colors([v.get("stem", v["name"]) for s in doc["shapes"] for v in s["variants"]])
 
@@ -288,9 +291,6 @@ def draw_all(docs: list[dict[str, Any]]) -> list[list[list[Chart]]]:
     else:
         drawn = iter([_draw(j) for j in jobs])
     return [[next(drawn) for _ in d["shapes"]] for d in docs]
-
-
-MAX_DRAW_PROCESSES = 16
 
 
 def op_page(doc: dict[str, Any], path: Path, reports_dir: Path, replayed: bool,

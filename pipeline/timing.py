@@ -39,7 +39,7 @@ def measure(candidates: dict[str, Callable[[], Any]], estimates_ms: dict[str, fl
     """Time every candidate; returns {name: stats}. On the CPU (interpreter) host timers stand in.
 
     Racing (cfg.race): after the first round, a candidate whose median is above race x the fastest
-    candidate's stops once it has min_reps. `controls` (reference, copy) always get their full count."""
+    candidate's gets no repeats beyond min_reps (or what round one gave it). `controls` (reference, copy) always get their full count."""
     cuda = device != "cpu"
     flush = torch.empty(max(2 * l2_bytes, 1), dtype=torch.uint8, device=device) if cfg.flush_l2 else None
     reps = {n: int(min(cfg.max_reps, max(cfg.min_reps, cfg.budget_ms / max(estimates_ms.get(n, 1.0), 1e-3))))
