@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import results
 from pipeline.config import Shape
 from pipeline.ops import Op, Variant
 
@@ -54,7 +53,7 @@ def shape_key(op: Op, shape: Shape, facts: dict[str, Any]) -> str:
     cfg = op.config
     # worker.precompile only changes when kernels compile, never what is measured
     worker = {k: val for k, val in vars(cfg.worker).items() if k != "precompile"}
-    parts = {"reference": results.source_sha256(op.reference), "shape": [shape.params, shape.dtype],
+    parts = {"reference": op.reference_sha256, "shape": [shape.params, shape.dtype],
              "facts": facts, "settings": [vars(cfg.verify), vars(cfg.timing), vars(cfg.ncu), worker]}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 

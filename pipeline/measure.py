@@ -52,7 +52,7 @@ def measure_ceilings(cfg: Config, device: str, say: Say, gpu: str | None = None)
     return c
 
 
-def _vjob(i: int, v: Variant) -> dict[str, Any]:
+def variant_job(i: int, v: Variant) -> dict[str, Any]:
     return {"index": i, "name": v.name, "file": v.file, "config": v.config}
 
 
@@ -69,8 +69,8 @@ def _shape_job(w: ShapeWork, cfg: Config) -> dict[str, Any]:
     verified = [(i, v) for i, v in w.measure if w.done.get(v.name, {}).get("status") == "ok"]
     return {"id": w.id, "index": w.index, "params": w.shape.params, "dtype": w.shape.dtype,
             "tolerance": {"rtol": tol.rtol, "atol": tol.atol},
-            "verify": [_vjob(i, v) for i, v in w.measure if v.name not in w.done],
-            "time": [_vjob(i, v) for i, v in verified + w.controls]}
+            "verify": [variant_job(i, v) for i, v in w.measure if v.name not in w.done],
+            "time": [variant_job(i, v) for i, v in verified + w.controls]}
 
 
 def measure_op(op: Op, works: list[ShapeWork], workdir: Path, log: Path, device: str, say: Say,

@@ -40,6 +40,7 @@ class Op:
     variants: list[Variant] = field(default_factory=list)
     sizes: dict[str, Any] = field(default_factory=dict)   # reference.py's module-level numbers; shapes override
     skipped_metrics: list[str] = field(default_factory=list)  # configured metrics this GPU does not report
+    reference_sha256: str = ""  # of reference.py, read once at discovery (results, cache keys)
 
     @property
     def size_names(self) -> tuple[str, ...]:
@@ -183,7 +184,8 @@ def load_op_dir(op_dir: Path, root: Config) -> Op:
                               f"(files: {', '.join(p.stem for p in files)}; variants: "
                               f"{', '.join(v.name for v in variants)})")
         variants = [dataclasses.replace(v, baseline=v.name == base) for v in variants]
-    return Op(op_dir.name, op_dir, reference, config, variants, sizes)
+    return Op(op_dir.name, op_dir, reference, config, variants, sizes,
+              reference_sha256=results.source_sha256(reference))
 
 
 def select_variants(op: Op, names: list[str]) -> Op:

@@ -29,7 +29,7 @@ from pipeline import metrics, ncu, results, shard
 from pipeline.cache import NCU_FINAL, ShapeWork, plan_shape, prune, shape_key, variant_key
 from pipeline.config import Config, Shape
 from pipeline.errors import NoGpuError
-from pipeline.measure import Quiet, Say, Tracker, _vjob, measure_ceilings, measure_op
+from pipeline.measure import Quiet, Say, Tracker, variant_job, measure_ceilings, measure_op
 from pipeline.ops import Op, Variant
 from pipeline.supervise import REPO, child_env, kill_all, read_events, track
 
@@ -112,7 +112,7 @@ def profile_op(op: Op, works: list[ShapeWork], picks: dict[str, list[tuple[int, 
         "mode": "ncu", "op": op.name, "reference": str(op.reference), "device": device,
         "seeds": op.config.verify.seeds, "events": str(events),
         "shapes": [{"id": w.id, "index": w.index, "params": w.shape.params, "dtype": w.shape.dtype,
-                    "variants": [_vjob(i, v) for i, v in picks[w.id]]} for w in shapes]}))
+                    "variants": [variant_job(i, v) for i, v in picks[w.id]]} for w in shapes]}))
     launched = [w.done.get(v.name, w.cached.get(v.name, {})).get("launched") for w in shapes for _, v in picks[w.id]]
     guard = sorted({ncu.function_name(n) for names in launched for n in names or []}) if all(launched) else []
     rep, log = out_dir / f"{stamp}.ncu-rep", out_dir / f"{stamp}.ncu.log"
@@ -204,7 +204,7 @@ def assemble(w: ShapeWork, prof: dict[str, Any] | None, picked: set[str], select
     return {
         "id": w.id, "params": w.shape.params, "dtype": w.shape.dtype,
         "min_bytes": w.min_bytes,
-        "flops": op.flops(w.shape.params), "reference_sha256": results.source_sha256(op.reference),
+        "flops": op.flops(w.shape.params), "reference_sha256": op.reference_sha256,
         "reference": {"timing": timing.get("__reference__")}, "copy": {"timing": timing.get("__copy__")},
         "errors": w.errors, "worker_log": worker_log,
         # which GPU measured this shape: lanes of one host may differ in their unit, never in their model

@@ -332,14 +332,14 @@ def page_name(doc: dict[str, Any]) -> str:
 
 def up_to_date(paths: list[Path], reports_dir: Path, replayed: bool) -> bool:
     """True when every page exists and the index was rendered from exactly these inputs."""
-    return _current(paths, [reports_dir / page_name(results.load(p)) for p in paths], reports_dir, replayed)
+    return _current(digest(paths, replayed), [reports_dir / page_name(results.load(p)) for p in paths], reports_dir)
 
 
-def _current(paths: list[Path], pages: list[Path], reports_dir: Path, replayed: bool) -> bool:
+def _current(inputs: str, pages: list[Path], reports_dir: Path) -> bool:
     index = reports_dir / "index.html"
     if not index.exists() or not all(p.exists() for p in pages):
         return False
-    return f'<meta name="pipeline-digest" content="{digest(paths, replayed)}">' in index.read_text()
+    return f'<meta name="pipeline-digest" content="{inputs}">' in index.read_text()
 
 
 def render(paths: list[Path], reports_dir: Path, replayed: bool) -> list[Path]:
@@ -347,7 +347,8 @@ def render(paths: list[Path], reports_dir: Path, replayed: bool) -> list[Path]:
     Nothing is written when the pages on disk were rendered from the same inputs (a rerun that measured
     nothing re-renders in no time)."""
     docs = [results.load(p) for p in paths]      # each file read once
-    if _current(paths, [reports_dir / page_name(d) for d in docs], reports_dir, replayed):
+    inputs = digest(paths, replayed)
+    if _current(inputs, [reports_dir / page_name(d) for d in docs], reports_dir):
         return [reports_dir / "index.html", *(reports_dir / page_name(d) for d in docs)]
     env = environment()
     pages = [op_page(doc, p, reports_dir, replayed, drawn) for doc, p, drawn in zip(docs, paths, draw_all(docs))]
@@ -357,7 +358,7 @@ def render(paths: list[Path], reports_dir: Path, replayed: bool) -> list[Path]:
         results.write_atomic(out, env.get_template("op.html").render(page=page))
         written.append(out)
     index = IndexPage(replay_note=pages[0].replay_note if pages and replayed else "",
-                      ops=pages, digest=digest(paths, replayed))
+                      ops=pages, digest=inputs)
     out = reports_dir / "index.html"
     results.write_atomic(out, env.get_template("index.html").render(page=index))
     return [out, *written]
