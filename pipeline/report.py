@@ -294,7 +294,7 @@ def draw_all(docs: list[dict[str, Any]]) -> list[list[list[Chart]]]:
 
 
 def op_page(doc: dict[str, Any], path: Path, reports_dir: Path, replayed: bool,
-            drawn: list[list[Chart]] | None = None) -> OpPage:
+            drawn: list[list[Chart]] | None = None, filename: str | None = None) -> OpPage:
     env = doc["environment"]
     col = _colors(doc)
     drawn = drawn if drawn is not None else [_draw((doc["op"], s, col)) for s in doc["shapes"]]
@@ -306,7 +306,7 @@ def op_page(doc: dict[str, Any], path: Path, reports_dir: Path, replayed: bool,
         thresholds=[(k, f"{v:g}", d) for k, (v, d) in analysis.THRESHOLDS.items()],
         glossary=COLUMNS + [Column("findings", FINDINGS_NOTE)],
         results_href=_href(path.parent, reports_dir, path.name), results_name="/".join(path.parts[-4:]),
-        sweep_chart=charts.sweep(doc, col), shapes=shapes, filename=page_name(doc))
+        sweep_chart=charts.sweep(doc, col), shapes=shapes, filename=filename or page_names([doc])[0])
 
 
 def environment() -> jinja2.Environment:
@@ -326,13 +326,18 @@ def digest(paths: list[Path], replayed: bool) -> str:
     return h.hexdigest()
 
 
-def page_name(doc: dict[str, Any]) -> str:
-    return f"{results.slug(doc['op'])}.html"
+def page_names(docs: list[dict[str, Any]]) -> list[str]:
+    """One page per results file: `<op>.html`, or `<op>.<gpu>.html` where the op was recorded on more than one
+    GPU (profiles/<gpu>/<op>/), so that no GPU's page overwrites another's."""
+    ops = [results.slug(d["op"]) for d in docs]
+    return [f"{op}.{results.slug(str(d['environment'].get('gpu_name', 'unknown-gpu')))}.html"
+            if ops.count(op) > 1 else f"{op}.html" for op, d in zip(ops, docs)]
 
 
 def up_to_date(paths: list[Path], reports_dir: Path, replayed: bool) -> bool:
     """True when every page exists and the index was rendered from exactly these inputs."""
-    return _current(digest(paths, replayed), [reports_dir / page_name(results.load(p)) for p in paths], reports_dir)
+    return _current(digest(paths, replayed), [reports_dir / n for n in page_names([results.load(p) for p in paths])],
+                    reports_dir)
 
 
 def _current(inputs: str, pages: list[Path], reports_dir: Path) -> bool:
@@ -348,16 +353,19 @@ def render(paths: list[Path], reports_dir: Path, replayed: bool) -> list[Path]:
     nothing re-renders in no time)."""
     docs = [results.load(p) for p in paths]      # each file read once
     inputs = digest(paths, replayed)
-    if _current(inputs, [reports_dir / page_name(d) for d in docs], reports_dir):
-        return [reports_dir / "index.html", *(reports_dir / page_name(d) for d in docs)]
+    names = page_names(docs)
+    if _current(inputs, [reports_dir / n for n in names], reports_dir):
+        return [reports_dir / "index.html", *(reports_dir / n for n in names)]
     env = environment()
-    pages = [op_page(doc, p, reports_dir, replayed, drawn) for doc, p, drawn in zip(docs, paths, draw_all(docs))]
+    pages = [op_page(doc, p, reports_dir, replayed, drawn, name)
+             for doc, p, drawn, name in zip(docs, paths, draw_all(docs), names)]
     written = []
     for page in pages:
         out = reports_dir / page.filename
         results.write_atomic(out, env.get_template("op.html").render(page=page))
         written.append(out)
-    index = IndexPage(replay_note=pages[0].replay_note if pages and replayed else "",
+    # one note per recording (GPU and date) among the pages
+    index = IndexPage(replay_note=" ".join(dict.fromkeys(p.replay_note for p in pages)) if replayed else "",
                       ops=pages, digest=inputs)
     out = reports_dir / "index.html"
     results.write_atomic(out, env.get_template("index.html").render(page=index))

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from testenv import FIXTURES
+from testenv import FIXTURES, REPO
 from pipeline import analysis, report, recommend, results, viewmodel
 
 FIX = FIXTURES / "profiles" / "nvidia-h100-80gb-hbm3" / "rmsnorm" / "results.json"
@@ -218,3 +218,19 @@ def test_unchanged_inputs_are_not_rendered_again(tmp_path):
     assert not report.up_to_date([path], tmp_path / "reports", False)
     report.render([path], tmp_path / "reports", False)
     assert report.up_to_date([path], tmp_path / "reports", False)
+
+
+def test_one_op_recorded_on_two_gpus_gets_a_page_per_gpu(tmp_path):
+    """<gpu>/<op>/results.json: the H100 fixture and the H200 sample of rmsnorm are both rendered, neither
+    overwrites the other, and the index links each GPU's page under its GPU's name."""
+    paths = [FIX, REPO / "profiles" / "nvidia-h200" / "rmsnorm" / "results.json"]
+    pages = report.render(paths, tmp_path, replayed=True)
+    names = sorted(p.name for p in pages)
+    assert names == ["index.html", "rmsnorm.nvidia-h100-80gb-hbm3.html", "rmsnorm.nvidia-h200.html"]
+    index = (tmp_path / "index.html").read_text()
+    for p in paths:
+        gpu = results.load(p)["environment"]["gpu_name"]
+        page = (tmp_path / f"rmsnorm.{results.slug(gpu)}.html").read_text()
+        assert gpu in page and f"recorded on {gpu}" in index
+        assert f'<a href="rmsnorm.{results.slug(gpu)}.html">rmsnorm</a> <small>{gpu}' in index
+    assert report.page_names([results.load(paths[0])]) == ["rmsnorm.html"]   # one GPU: the plain name
