@@ -1,4 +1,4 @@
-"""Bound classification and findings on real variants recorded on the H100 (fixtures and profiles/)."""
+"""Bound classification and findings on real variants recorded on the H100 (fixtures) and the H200 (profiles/)."""
 import copy
 import re
 
@@ -8,7 +8,7 @@ from testenv import FIXTURES, REPO
 from pipeline import analysis, recommend, results
 
 FIX = FIXTURES / "profiles" / "nvidia-h100-80gb-hbm3" / "rmsnorm" / "results.json"
-SAMPLE = REPO / "profiles" / "nvidia-h100-80gb-hbm3" / "rmsnorm" / "results.json"
+SAMPLE = REPO / "profiles" / "nvidia-h200" / "rmsnorm" / "results.json"
 
 
 @pytest.fixture(scope="module")

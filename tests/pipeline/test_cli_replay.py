@@ -21,12 +21,11 @@ def test_no_gpu_replays_recorded_samples(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert "No NVIDIA GPU found" in out and "nvidia-smi" in out
-    assert "Rendering reports from recorded samples: profiles/nvidia-h100-80gb-hbm3/rmsnorm/results.json" in out
-    assert "recorded on NVIDIA H100 80GB HBM3" in out
+    assert "Rendering reports from recorded samples: profiles/nvidia-h200/rmsnorm/results.json" in out
+    assert "recorded on NVIDIA H200" in out
     page = (tmp_path / "reports" / "rmsnorm.html").read_text()
-    assert "Replayed data: recorded on NVIDIA H100 80GB HBM3 on 20" in page
+    assert "Replayed data: recorded on NVIDIA H200 on 20" in page
     assert (tmp_path / "reports" / "index.html").exists()
-
 
 def test_require_gpu_is_an_error_without_one():
     proc = run("profile", "--require-gpu")

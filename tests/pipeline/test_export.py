@@ -1,4 +1,4 @@
-"""LLM-loop exports from recorded H100 results: the seed's metrics block, the stage prompt, and ingest."""
+"""LLM-loop exports from recorded results (the H200 sample, H100 stage fixtures): the seed's metrics block, the stage prompt, and ingest."""
 import json
 import textwrap
 
@@ -8,7 +8,7 @@ from testenv import FIXTURES, REPO
 from pipeline import config, export, ingest, ops, results
 from pipeline.errors import SelectionError
 
-SAMPLE = REPO / "profiles" / "nvidia-h100-80gb-hbm3" / "rmsnorm" / "results.json"
+SAMPLE = REPO / "profiles" / "nvidia-h200" / "rmsnorm" / "results.json"
 SEED = (REPO / "kernels" / "rmsnorm" / "seed_2d_tiles.py").read_text()
 
 
@@ -40,7 +40,7 @@ def test_prompt_for_seed_kernel_carries_its_real_metrics(doc):
     sm = kernel["sm__throughput.avg.pct_of_peak_sustained_elapsed"]["value"]
     assert f'"sm__throughput.avg.pct_of_peak_sustained_elapsed": {json.dumps(sm)}' in text
     assert f'"launch__grid_size": {kernel["launch__grid_size"]["value"]}' in text
-    assert "GPU Name: NVIDIA H100 80GB HBM3" in text and "Architecture: Hopper" in text
+    assert f"GPU Name: {doc['environment']['gpu_name']}" in text and "Architecture: Hopper" in text
     assert f"Number of SMs: {doc['environment']['sm_count']}" in text
     assert "def rms_norm_kernel(" in text and "class ModelNew" in text
     assert "best layout found so far" in text and "fraction of device-copy bandwidth" in text

@@ -1,4 +1,4 @@
-"""Extraction from real .ncu-rep files recorded on the H100, read with the real ncu_report module."""
+"""Extraction from real .ncu-rep files recorded on the H100 (fixtures) and the H200 (samples), read with the real ncu_report module."""
 import json
 from pathlib import Path
 
@@ -156,9 +156,9 @@ def test_metric_availability_by_base_name():
 
 
 def test_one_report_per_op_attributes_kernels_to_shape_and_variant():
-    """The recorded H100 softmax sample: one ncu process profiled the family-best variants of all three
+    """The recorded H200 softmax sample: one ncu process profiled the family-best variants of all three
     shapes; each kernel is found under its s<shape>.v<variant> range with the metrics the results file holds."""
-    sample = REPO / "profiles" / "nvidia-h100-80gb-hbm3" / "softmax"
+    sample = REPO / "profiles" / "nvidia-h200" / "softmax"
     doc = results.load(sample / "results.json")
     (name,) = {s["ncu"]["report"] for s in doc["shapes"]}
     read = metrics.read_report(sample / name, doc["environment"]["ncu_settings"]["metrics"])

@@ -15,7 +15,7 @@ from testenv import REPO
 from pipeline import recommend, report, results
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-SAMPLE = REPO / "profiles" / "nvidia-h100-80gb-hbm3" / "rmsnorm" / "results.json"
+SAMPLE = REPO / "profiles" / "nvidia-h200" / "rmsnorm" / "results.json"
 HOSTILE = "<script>alert(1)</script>"
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
@@ -44,7 +44,7 @@ def test_dom_holds_the_recommendation_and_the_charts(sample, tmp_path):
         rec = recommend.recommend(shape)
         assert f"Recommended for {shape['id']}: <strong>{rec.variant['name']}</strong>" in dom
     assert dom.count("<svg") == 3 * len(doc["shapes"]) + 1
-    assert "Replayed data: recorded on NVIDIA H100 80GB HBM3" in dom
+    assert f"Replayed data: recorded on {doc['environment']['gpu_name']}" in dom
 
 
 def test_hostile_name_shows_as_text_and_runs_nothing(tmp_path):
