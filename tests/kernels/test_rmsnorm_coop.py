@@ -25,8 +25,8 @@ def test_one_program_per_tile_many_rounds(dtype):
     for cfg in MODULE.CONFIGS:
         model = MODULE.ModelNew(70, **cfg)
         for seed in (0, 1):     # a second launch reuses the counters the first left at 0
-            _check(model, uniform((3, 70, 9, 11), dtype, seed=seed))
-        x = uniform((1, 70, 2, 2), dtype, seed=9)
+            x = uniform((3, 70, 9, 11), dtype, seed=seed)
+            _check(model, x)
         assert int(model.state[x.device].abs().sum()) == 0
 
 
@@ -39,6 +39,6 @@ def test_split_on_gpu(shape, dtype):
     for cfg in MODULE.CONFIGS:
         model = MODULE.ModelNew(shape[1], **cfg)
         for seed in (2, 3, 4):
-            _check(model, uniform(shape, dtype, seed=seed))
-        x = uniform(shape, dtype, seed=9)
+            x = uniform(shape, dtype, seed=seed)
+            _check(model, x)
         assert int(model.state[x.device].abs().sum()) == 0

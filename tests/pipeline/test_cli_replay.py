@@ -27,6 +27,7 @@ def test_no_gpu_replays_recorded_samples(tmp_path):
     assert "Replayed data: recorded on NVIDIA H200 on 20" in page
     assert (tmp_path / "reports" / "index.html").exists()
 
+
 def test_require_gpu_is_an_error_without_one():
     proc = run("profile", "--require-gpu")
     assert proc.returncode == 3
