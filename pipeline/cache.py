@@ -40,6 +40,7 @@ class ShapeWork:
     errors: list[str] = field(default_factory=list)
     timed: bool = False
     compiled: dict[str, Any] | None = None       # the worker's concurrent compile: seconds, kernels, threads
+    ahead: dict[str, Any] | None = None          # the compile done ahead, during the op before's ncu
     wall: dict[str, float] = field(default_factory=lambda: {"verify": 0.0, "time": 0.0, "ncu": 0.0})
 
     @property

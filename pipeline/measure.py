@@ -1,6 +1,6 @@
-"""The parent's side of the measuring stage: one GPU worker per op verifies and times all its shapes
-(pipeline.worker mode "measure"); a crash or hang costs one variant and the worker restarts on the rest.
-Also the device's roofline ceilings, measured once per run.
+"""The parent's side of the measuring stage: one job per op on the lane's worker verifies and times all
+its shapes (pipeline.worker mode "measure"); a crash or hang costs one variant and a fresh worker goes on
+with the rest. Also the device's roofline ceilings, measured once per run.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from rich.markup import escape
 from pipeline.cache import ShapeWork
 from pipeline.config import Config
 from pipeline.ops import Op, Variant
-from pipeline.supervise import WorkerRun
+from pipeline.supervise import Worker, WorkerRun
 
 Say = Callable[[str], None]
 
@@ -36,12 +36,12 @@ class Quiet:
         pass
 
 
-def measure_ceilings(cfg: Config, device: str, say: Say, gpu: str | None = None) -> dict[str, Any] | None:
+def measure_ceilings(cfg: Config, device: str, say: Say, worker: Worker) -> dict[str, Any] | None:
     """Copy bandwidth and matmul rate of this GPU, measured once per run (the roofline's two ceilings)."""
     job = {"mode": "ceilings", "op": "", "variants": [], "device": device, "timing": vars(cfg.timing).copy()}
     with tempfile.TemporaryDirectory(prefix="pipeline-") as tmp:
-        run = WorkerRun(job, Path(tmp), "ceilings", Path(tmp) / "worker.log",
-                        {"default": cfg.worker.timing_timeout_s}, gpu)
+        run = WorkerRun(worker, job, Path(tmp), "ceilings", Path(tmp) / "worker.log",
+                        {"default": cfg.worker.timing_timeout_s})
         found = [e["ceilings"] for e in run.events() if e["event"] == "ceilings"]
         if not found:
             say(f"  [red]✗[/] ceilings not measured: {escape(run.why())}")
@@ -73,10 +73,22 @@ def _shape_job(w: ShapeWork, cfg: Config) -> dict[str, Any]:
             "time": [variant_job(i, v) for i, v in verified + w.controls]}
 
 
+def ahead_job(upcoming: list[ShapeWork]) -> dict[str, Any] | None:
+    """What the worker needs to compile the lane's next op ahead (pipeline.precompile): its variants to verify."""
+    if not upcoming or not upcoming[0].op.config.worker.precompile:
+        return None
+    op = upcoming[0].op
+    shapes = [{"id": w.id, "params": w.shape.params, "dtype": w.shape.dtype,
+               "verify": [variant_job(i, v) for i, v in w.measure if not v.problem]} for w in upcoming]
+    return {"op": op.name, "reference": str(op.reference), "seeds": op.config.verify.seeds,
+            "shapes": [s for s in shapes if s["verify"]]}
+
+
 def measure_op(op: Op, works: list[ShapeWork], workdir: Path, log: Path, device: str, say: Say,
-               tracker: Tracker, gpu: str | None = None) -> None:
-    """Verify and time every shape of `works` in one worker process. A crash or hang costs that variant
-    only: the worker is restarted on what is left. Fills each ShapeWork's done/timing/errors/wall."""
+               tracker: Tracker, worker: Worker, upcoming: list[ShapeWork] | None = None) -> None:
+    """Verify and time every shape of `works` on `worker`. A crash or hang costs that variant only: a fresh
+    worker process goes on with what is left. Fills each ShapeWork's done/timing/errors/wall. `upcoming`:
+    the shapes the lane measures next, whose kernels the worker compiles while ncu profiles this op."""
     cfg = op.config
     for w in works:
         for i, v in w.measure:
@@ -93,14 +105,16 @@ def measure_op(op: Op, works: list[ShapeWork], workdir: Path, log: Path, device:
         progress = sum(len(w.done) for w in works)
         job = {"mode": "measure", "op": op.name, "reference": str(op.reference), "device": device,
                "seeds": cfg.verify.seeds, "timing": vars(cfg.timing).copy(), "precompile": concurrent_compile,
-               "shapes": [_shape_job(w, cfg) for w in todo]}
-        run = WorkerRun(job, workdir, f"measure-{attempt}", log, limits, gpu)
+               "shapes": [_shape_job(w, cfg) for w in todo], "ahead": ahead_job(upcoming or [])}
+        run = WorkerRun(worker, job, workdir, f"measure-{attempt}", log, limits)
         since = run.started
         for e in run.events():
             w = by_id.get(e.get("shape") or "")
             if e["event"] == "env":
                 for t in todo:
                     t.env = e["facts"]
+            elif e["event"] == "ahead":     # compiled for this op while ncu profiled the lane's op before
+                todo[0].ahead = {k: e[k] for k in ("seconds", "kernels", "waited_s")}
             elif e["event"] == "begin" and w is not None:
                 tracker.doing(f"{op.name} {w.id}: {e['phase']} {e['variant'] or ''}".rstrip())
                 if e["phase"] == "timing":

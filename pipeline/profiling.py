@@ -1,4 +1,4 @@
-"""The `profile` command: for each op, measure its shapes in one GPU worker, then profile them under one ncu.
+"""The `profile` command: for each op, measure its shapes on the lane's GPU worker, then profile them under one ncu.
 
 Data flows one way: ops → worker (verify, time) → ncu → metrics → results file. Each (variant, shape) result
 carries a cache key (variant_key); a rerun measures only variants whose key changed, re-timing the shape's
@@ -31,7 +31,7 @@ from pipeline.config import Config, Shape
 from pipeline.errors import NoGpuError
 from pipeline.measure import Quiet, Say, Tracker, variant_job, measure_ceilings, measure_op
 from pipeline.ops import Op, Variant
-from pipeline.supervise import REPO, child_env, kill_all, read_events, track
+from pipeline.supervise import REPO, Worker, child_env, kill_all, read_events, track
 
 
 def gpu_present() -> tuple[bool, str]:
@@ -219,7 +219,7 @@ def assemble(w: ShapeWork, prof: dict[str, Any] | None, picked: set[str], select
                    "total": round(sum(w.wall.values()), 2)},
         "measured_at": now, "cache_key": w.key,
         "counts": {"measured": len(w.measure), "cached": len(w.cached), "retimed": len(w.controls)},
-        "precompile": w.compiled,
+        "precompile": {**w.compiled, "ahead": w.ahead} if w.compiled and w.ahead else w.compiled,
         "variants": variants,
     }
 
@@ -228,14 +228,17 @@ PER_GPU = ("gpu_uuid", "cuda_visible_devices")
 
 
 def profile_op_shapes(op: Op, works: list[ShapeWork], out_dir: Path, ncu_path: str, device: str, say: Say,
-                      tracker: Tracker, stamp: str, gpu: str | None = None) -> list[dict[str, Any]]:
-    """Measure and profile the given shapes of one op; returns their records, in order."""
+                      tracker: Tracker, stamp: str, worker: Worker,
+                      upcoming: list[ShapeWork] | None = None) -> list[dict[str, Any]]:
+    """Measure the given shapes of one op on `worker`, then profile them; returns their records, in order.
+    `upcoming`: the shapes of the op the lane measures next, compiled ahead while ncu runs."""
+    gpu = worker.gpu
     for j, w in enumerate(works):
         w.index = j
     with tempfile.TemporaryDirectory(prefix="pipeline-") as tmp:
         workdir = Path(tmp)
         wlog = workdir / "worker.log"
-        measure_op(op, works, workdir, wlog, device, say, tracker, gpu)
+        measure_op(op, works, workdir, wlog, device, say, tracker, worker, upcoming)
         worker_log = f"{stamp}.worker.log"
         shutil.copyfile(wlog, out_dir / worker_log)
         select = op.config.ncu.select
@@ -263,8 +266,9 @@ def run(ops: list[Op], cfg: Config, shape_filter: list[str] | None, require_gpu:
     """Profile every op × shape; returns the results files written, or None when there is no GPU.
 
     Variants whose cache key (variant_key) matches their stored record are not measured again unless
-    `force`. With several GPUs (`gpus`, default: every visible one) shapes are spread over one lane per GPU;
-    each lane measures the shapes of one op it holds in one worker and one ncu process."""
+    `force`. With several GPUs (`gpus`, default: every visible one) shapes are spread over one lane per GPU.
+    Each lane has one worker process for the whole run, which measures the shapes it holds one op at a
+    time, and runs one ncu process per op."""
     tracker = tracker or Quiet()
     ncu_path = ""
     if device == "cuda":
@@ -278,6 +282,20 @@ def run(ops: list[Op], cfg: Config, shape_filter: list[str] | None, require_gpu:
         bases = ncu.query_bases(ncu_path)
         ops = [_only_available(op, bases, say) for op in ops]
     lanes_for = gpus if gpus is not None else (shard.visible_gpus() if device == "cuda" else [])
+    # one worker per lane; a single lane pins its GPU only when one was asked for
+    workers = {gpu: Worker(gpu) for gpu in lanes_for} if len(lanes_for) > 1 else \
+        {None: Worker(lanes_for[0] if lanes_for and gpus is not None else None)}
+    try:
+        return _run_lanes(ops, cfg, shape_filter, say, device, suite, force, lanes_for, workers, ncu_path,
+                          tracker)
+    finally:
+        for worker in workers.values():
+            worker.close()
+
+
+def _run_lanes(ops: list[Op], cfg: Config, shape_filter: list[str] | None, say: Say, device: str,
+               suite: str | None, force: bool, lanes_for: list[str], workers: dict[str | None, Worker],
+               ncu_path: str, tracker: Tracker) -> list[Path]:
     facts = host_facts(device, ncu_path)
     profiles = REPO / cfg.profiles_dir if not Path(cfg.profiles_dir).is_absolute() else Path(cfg.profiles_dir)
     docs: dict[str, tuple[Path, dict[str, Any]]] = {}
@@ -308,7 +326,7 @@ def run(ops: list[Op], cfg: Config, shape_filter: list[str] | None, require_gpu:
             if (env.get("gpu_name"), env.get("driver")) != (facts["gpu_name"], facts["driver"]) \
                     or not env.get("ceilings"):
                 if not ceilings:
-                    ceilings.append(measure_ceilings(cfg, device, say, lanes_for[0] if lanes_for else None))
+                    ceilings.append(measure_ceilings(cfg, device, say, next(iter(workers.values()))))
                 env.clear()
                 env.update(gpu_name=facts["gpu_name"], driver=facts["driver"], ceilings=ceilings[0])
             env.update(ncu_path=ncu_path, ncu_version=facts["ncu_version"], skipped_metrics=op.skipped_metrics,
@@ -320,15 +338,17 @@ def run(ops: list[Op], cfg: Config, shape_filter: list[str] | None, require_gpu:
     lock = threading.Lock()
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
 
-    def work(gpu: str | None, batch: list[shard.Item]) -> None:
+    def work(gpu: str | None, batch: list[shard.Item], upcoming: list[shard.Item] | None) -> None:
         op = batch[0].payload.op
+        worker = workers[gpu]
         path, doc = docs[op.name]
         lane = f"[dim]gpu {gpu}[/] " if gpu is not None and len(lanes_for) > 1 else ""
         say(f"{lane}[bold]{escape(op.name)}[/]: verifying and timing {', '.join(escape(it.key[1]) for it in batch)}")
         path.parent.mkdir(parents=True, exist_ok=True)
         works = [it.payload for it in batch]
         tag = f"{stamp}-gpu{gpu}" if gpu is not None and len(lanes_for) > 1 else stamp
-        records = profile_op_shapes(op, works, path.parent, ncu_path, device, say, tracker, tag, gpu)
+        records = profile_op_shapes(op, works, path.parent, ncu_path, device, say, tracker, tag, worker,
+                                    [it.payload for it in upcoming or []])
         with lock:      # lanes finish shapes of the same op in any order; each write is whole and atomic
             for w, record in zip(works, records):
                 doc["environment"].update({k: v for k, v in (w.env or {}).items() if k not in PER_GPU})
@@ -345,6 +365,7 @@ def run(ops: list[Op], cfg: Config, shape_filter: list[str] | None, require_gpu:
             kill_all()
             raise
     else:
-        for batch in shard.batches(pending):
-            work(lanes_for[0] if lanes_for and gpus is not None else None, batch)
+        groups = shard.batches(pending)
+        for batch, upcoming in zip(groups, [*groups[1:], None]):
+            work(None, batch, upcoming)
     return [path for path, _ in docs.values() if path.exists()]

@@ -1,5 +1,5 @@
 """Spread (op, shape) work over the GPUs of one host: one lane per GPU, each lane running its shapes in turn,
-the shapes of one op together (one worker and one ncu process per op and lane).
+the shapes of one op together (one worker process per lane, one ncu process per op and lane).
 
 The stages never see this module: a lane calls the same per-op function as a single-GPU run, with
 CUDA_VISIBLE_DEVICES set to its GPU for the worker and ncu processes it starts. The caller merges each
@@ -60,23 +60,29 @@ def batches(items: list[Item]) -> list[list[Item]]:
     return list(groups.values())
 
 
+# work(device, batch, upcoming): one op's items on one device; `upcoming` is the batch that device takes
+# next (None for its last), so its worker can prepare it while this one finishes
+Work = Callable[[str, list[Item], "list[Item] | None"], None]
+
+
 class Backend(Protocol):
-    def run(self, lanes: dict[str, list[Item]], work: Callable[[str, list[Item]], None]) -> None: ...
+    def run(self, lanes: dict[str, list[Item]], work: Work) -> None: ...
 
 
 class ThreadLanes:
     """One thread per GPU on this host; the first exception of any lane is raised after all have stopped."""
 
-    def run(self, lanes: dict[str, list[Item]], work: Callable[[str, list[Item]], None]) -> None:
+    def run(self, lanes: dict[str, list[Item]], work: Work) -> None:
         errors: list[BaseException] = []
         stop = threading.Event()
 
         def lane(device: str, items: list[Item]) -> None:
-            for batch in batches(items):
+            groups = batches(items)
+            for batch, upcoming in zip(groups, [*groups[1:], None]):
                 if stop.is_set():
                     return
                 try:
-                    work(device, batch)
+                    work(device, batch, upcoming)
                 except BaseException as exc:  # noqa: BLE001 - handed to the caller below
                     errors.append(exc)
                     stop.set()

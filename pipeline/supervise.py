@@ -1,8 +1,11 @@
 """The parent's side of the GPU worker processes: start, pin to a GPU, follow, time out, kill.
 
-A worker writes JSON-line events to a file (pipeline.worker); WorkerRun follows them and kills the worker's
-process group when a phase outlives its limit. Every worker and ncu process is tracked so that an
-interrupt, or a failing lane on a multi-GPU host, can end all of them.
+A Worker is one long-lived process (pipeline.worker --serve) that runs the jobs handed to it one after
+another, so the CUDA context, the CUDA profiler and the imports (about 11 s on an H200 host) are paid
+once per lane rather than once per op. Each job writes JSON-line events to a file of its own; WorkerRun
+follows them and kills the worker's process group when a phase outlives its limit; the next job then
+starts a fresh process. Every worker and ncu process is tracked so that an interrupt, or a failing lane
+on a multi-GPU host, can end all of them.
 """
 from __future__ import annotations
 
@@ -67,24 +70,73 @@ def read_events(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
     return [json.loads(ln) for ln in complete.splitlines() if ln.strip()], offset + len(complete)
 
 
-class WorkerRun:
-    """One worker process followed through its events file, killed if a phase outlives its limit."""
+class Worker:
+    """One `pipeline.worker --serve` process, started on first use and again after it died or was killed.
 
-    def __init__(self, job: dict[str, Any], workdir: Path, tag: str, log: Path, limits: dict[str, float],
-                 gpu: str | None = None):
+    Jobs go to it one at a time (WorkerRun); between them it is idle, with nothing on the GPU."""
+
+    def __init__(self, gpu: str | None = None):
+        self.gpu = gpu
+        self.proc: subprocess.Popen | None = None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def submit(self, job_file: Path, log: Path) -> subprocess.Popen:
+        """Hand the worker a job; it runs with stdout and stderr in `log`. Returns the process running it."""
+        for _ in range(2):      # a worker that died between jobs is seen only when the hand-over fails
+            if not self.alive():
+                self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.worker", "--serve"],
+                                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                             stderr=subprocess.DEVNULL, env=child_env(self.gpu), cwd=REPO,
+                                             text=True, start_new_session=True)
+                track(self.proc, True)
+            try:
+                self.proc.stdin.write(json.dumps({"job": str(job_file), "log": str(log)}) + "\n")
+                self.proc.stdin.flush()
+                return self.proc
+            except (BrokenPipeError, OSError):
+                self.stop()
+        raise RuntimeError("the worker process exits as soon as it starts")
+
+    def stop(self) -> None:
+        """End the process: at once, as a job's limit or an interrupt needs (its GPU work is lost anyway)."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        track(self.proc, False)
+        self.proc = None
+
+    def close(self) -> None:
+        """End an idle worker: no more jobs (end of input) lets it exit by itself."""
+        if self.proc is None:
+            return
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        self.stop()
+
+
+class WorkerRun:
+    """One job on a Worker, followed through its events file, the worker killed if a phase outlives its limit."""
+
+    def __init__(self, worker: Worker, job: dict[str, Any], workdir: Path, tag: str, log: Path,
+                 limits: dict[str, float]):
         self.events_path = workdir / f"events-{tag}.jsonl"
         job = {**job, "events": str(self.events_path)}
         job_file = workdir / f"job-{tag}.json"
         job_file.write_text(json.dumps(job))
-        self.log, self.limits = log, limits
+        self.worker, self.log, self.limits = worker, log, limits
         with open(log, "a") as fh:
             shapes = job.get("shapes", [])
             fh.write(f"--- worker {tag}: {job['mode']} {', '.join(s['id'] for s in shapes) or job['op'] or ''}\n")
-            fh.flush()
-            self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.worker", str(job_file)], stdout=fh,
-                                         stderr=subprocess.STDOUT, env=child_env(gpu), cwd=REPO,
-                                         start_new_session=True)
-        track(self.proc, True)
+        self.proc = worker.submit(job_file, log)
         self.started = time.time()
         self.current: str | None = None     # the variant (or None for a whole-shape phase) now running
         self.shape: str | None = None       # ... of this shape
@@ -93,10 +145,10 @@ class WorkerRun:
         self.killed = ""
 
     def events(self):
-        """Yield events as they arrive until the process exits or is killed.
+        """Yield events as they arrive until the job's `end`, or until the process exits or is killed.
 
         The worker runs in a session of its own (a hung kernel must not take the parent down), so an
-        interrupt does not reach it: any exit from here that is not the worker's own ends its group."""
+        interrupt does not reach it: any exit from here before the job's end ends its group."""
         offset, since = 0, time.time()
         try:
             while True:
@@ -109,7 +161,7 @@ class WorkerRun:
                     elif e["event"] == "end":
                         self.ended = True
                     yield e
-                if exited:
+                if exited or self.ended:
                     return
                 limit = self.limits.get(self.phase or "", self.limits["default"])
                 if time.time() - since > limit:
@@ -118,16 +170,18 @@ class WorkerRun:
                     return
                 time.sleep(0.1)
         finally:
-            if self.proc.poll() is None:
+            if not self.ended:
                 self.kill()
-            track(self.proc, False)
 
     def kill(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait()
+        if self.worker.proc is self.proc:
+            self.worker.stop()
+        else:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
 
     def why(self) -> str:
         return self.killed or f"worker exited with code {self.proc.returncode}: {_tail(self.log)}"

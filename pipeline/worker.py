@@ -1,8 +1,10 @@
-"""The child process that touches the GPU: `python -m pipeline.worker JOB.json`.
+"""The child process that touches the GPU: `python -m pipeline.worker JOB.json` runs one job and exits
+(as ncu runs it); `python -m pipeline.worker --serve` runs job after job, each named by a JSON line
+{"job": JOB.json, "log": LOG} on its standard input, until the input ends (supervise.Worker).
 
-The parent (profiling.py) writes a job, starts this process and follows the JSON lines it appends
-to the job's events file. A variant that kills the process (illegal address, hang) is named by the
-last `begin` event, so the parent can mark it and restart the worker on the rest.
+The parent (profiling.py) writes a job and follows the JSON lines the worker appends to the job's
+events file. A variant that kills the process (illegal address, hang) is named by the last `begin`
+event, so the parent can mark it and restart a worker on the rest.
 
 mode "measure": for each shape of one op in turn, build each variant and check it against the reference
 on every seed, then time the verified variants, the reference (torch eager) and a device copy, interleaved.
@@ -284,7 +286,36 @@ def measure_shapes(job: dict[str, Any], ev: Events) -> None:
         del models, ref_model
         if job["device"] != "cpu":
             torch.cuda.empty_cache()
+    if job.get("ahead") and job["device"] != "cpu":
+        AHEAD.append(precompile.Ahead(capture_ahead(job["ahead"], job["device"], ev)))
     ev.emit("end")
+
+
+AHEAD: list[precompile.Ahead] = []   # the compile running between this worker's jobs (precompile.Ahead)
+
+
+def capture_ahead(ahead: dict[str, Any], device: str, ev: Events) -> list[tuple[Any, str]]:
+    """The kernels the lane's next op (`ahead`: its op, reference, seeds and shape jobs) will compile,
+    captured while the GPU is still this job's: its op is timed and ncu has not started."""
+    kernels: list[tuple[Any, str]] = []
+    for shape in ahead["shapes"]:
+        ref_mod = load_reference({**ahead, "params": shape["params"]})
+        init_inputs = ref_mod.get_init_inputs()
+        calls = []
+        with torch.no_grad():
+            inputs = verify.make_inputs(ref_mod, shape["dtype"], ahead["seeds"][0], device)
+            for v in shape["verify"]:
+                try:
+                    model, module = build(v, init_inputs, device, ahead["op"])
+                except BaseException:  # noqa: BLE001 - the next op's own job builds it again and reports it
+                    continue
+                if not precompile.autotuned(module):
+                    calls.append((v["name"], (lambda m: lambda: m(*inputs))(model)))
+            kernels += precompile.capture(calls, before=lambda name: ev.emit(
+                "begin", variant=f"{ahead['op']} {shape['id']} {name}", phase="ahead", shape=None))
+        del calls, inputs
+        torch.cuda.empty_cache()
+    return kernels
 
 
 CEILING_COPY_BYTES = 1 << 31     # 2 GiB read + 2 GiB written: far beyond L2, as long as a large op
@@ -358,10 +389,39 @@ def run_under_ncu(job: dict[str, Any], ev: Events) -> None:
     ev.emit("end")
 
 
-def main(argv: list[str]) -> int:
-    job = json.loads(Path(argv[0]).read_text())
+MODES = {"measure": measure_shapes, "ceilings": measure_ceilings, "ncu": run_under_ncu}
+
+
+def run_job(path: str) -> None:
+    job = json.loads(Path(path).read_text())
     ev = Events(job["events"])
-    {"measure": measure_shapes, "ceilings": measure_ceilings, "ncu": run_under_ncu}[job["mode"]](job, ev)
+    try:
+        while AHEAD:     # the compile begun after the last job: done before this one touches the GPU
+            ev.emit("ahead", **AHEAD.pop().wait())
+        MODES[job["mode"]](job, ev)
+    finally:
+        ev.fh.close()
+
+
+def serve() -> None:
+    """Jobs from standard input, one at a time, in this one process: each with its output in its own log."""
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        order = json.loads(line)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        with open(order["log"], "a") as log:      # the job's log gets what the process prints meanwhile
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+        run_job(order["job"])
+
+
+def main(argv: list[str]) -> int:
+    if argv == ["--serve"]:
+        serve()
+    else:
+        run_job(argv[0])
     return 0
 
 

@@ -36,3 +36,19 @@ def test_profile_small_odd_shape_end_to_end(tmp_path):
     assert best["ncu"]["range"] == f"s0.v{best['index']}" and (tmp_path / best["ncu"]["report"]).parent
     assert recommend.recommend(shape).variant["stem"] == "flat_1d"
 
+
+def test_one_worker_compiles_the_next_op_while_ncu_profiles_the_one_before(tmp_path):
+    """Two ops on one lane: the second op's kernels are compiled ahead, and nothing they launch is compiled
+    again at verification (its own concurrent compile finds them done)."""
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "profile", "--require-gpu", "--op", "softmax",
+                           "--op", "rmsnorm", "--suite", "small", "--profiles-dir", str(tmp_path)],
+                          capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    docs = {results.load(p)["op"]: results.load(p) for p in results.find_all(tmp_path)}
+    first, second = (docs[op]["shapes"] for op in ("rmsnorm", "softmax"))
+    # ops run in name order: rmsnorm first (compiled on its own), softmax second (compiled ahead)
+    assert "ahead" not in (first[0]["precompile"] or {})
+    ahead = second[0]["precompile"]["ahead"]
+    assert ahead["kernels"] >= 1 and ahead["seconds"] > 0 and ahead["waited_s"] >= 0
+    assert all(s["precompile"]["kernels"] == 0 for s in second), [s["precompile"] for s in second]
+    assert {v["status"] for s in second for v in s["variants"]} <= {"ok", "unsupported"}
