@@ -66,6 +66,7 @@ def _time_split(paths: list[Path], report_s: float) -> None:
     """Where this run's time went, from the shapes measured in it (cached shapes cost nothing)."""
     since = time.time() - (time.monotonic() - START)
     split = {"compile": 0.0, "verify": 0.0, "time": 0.0, "ncu": 0.0}
+    hidden = 0.0      # compile seconds that ran between an op's measuring and the next op's, under ncu
     for path in paths:
         for shape in results.load(path)["shapes"]:
             measured = dt.datetime.fromisoformat(shape["measured_at"]).timestamp() if shape.get("measured_at") else 0
@@ -73,8 +74,11 @@ def _time_split(paths: list[Path], report_s: float) -> None:
                 continue
             for key in split:
                 split[key] += (shape.get("wall_s") or {}).get(key) or 0
+            ahead = (shape.get("precompile") or {}).get("ahead") or {}
+            hidden += ahead.get("seconds", 0) - ahead.get("waited_s", 0)
     split["verify"] -= split["compile"]
     console.print("Time split: " + ", ".join(f"{k} {v:.1f} s" for k, v in split.items())
+                  + (f" (and {hidden:.1f} s compiled ahead, under ncu)" if hidden > 0.05 else "")
                   + f", report {report_s:.1f} s; total {time.monotonic() - START:.1f} s")
 
 

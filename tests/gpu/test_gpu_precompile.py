@@ -31,3 +31,29 @@ def test_precompiled_kernels_are_not_compiled_again():
     want = x / torch.sqrt(torch.mean(x ** 2, dim=1, keepdim=True) + 1e-5)
     for out in outs:
         torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
+
+
+def test_kernels_compiled_ahead_are_found_compiled():
+    """What a background compile (precompile.Ahead) compiled is neither captured nor compiled again."""
+    import torch
+    from triton import knobs
+
+    module = worker.load_module(str(REPO / "kernels" / "rmsnorm" / "grid_2d.py"), "_precompile_t_grid_2d")
+    models = [module.ModelNew(40, **c) for c in module.CONFIGS]
+    x = torch.randn(2, 40, 31, 13, device="cuda")     # a specialization no other test compiled
+    calls = [(str(i), (lambda m: lambda: m(x))(m)) for i, m in enumerate(models)]
+    kernels = precompile.capture(calls, before=lambda name: None)
+    assert len(kernels) == len(models)
+    stats = precompile.Ahead(kernels).wait()
+    assert stats["kernels"] == len(models) and stats["seconds"] > 0
+    assert precompile.capture(calls, before=lambda name: None) == []    # each launch found its kernel
+    late = []
+    knobs.runtime.jit_cache_hook = lambda **kw: late.append(kw["fn"].name) and False
+    try:
+        outs = [m(x) for m in models]
+    finally:
+        knobs.runtime.jit_cache_hook = None
+    assert late == []
+    want = x / torch.sqrt(torch.mean(x ** 2, dim=1, keepdim=True) + 1e-5)
+    for out in outs:
+        torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
