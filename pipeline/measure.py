@@ -130,7 +130,7 @@ def measure_op(op: Op, works: list[ShapeWork], workdir: Path, log: Path, device:
                 w.wall["time"] += e["t"] - since
                 since, w.timed = e["t"], True
                 tracker.done()
-        if run.ended:
+        if run.ended or all(w.timed for w in works):     # past the last shape: only the compile ahead was left
             break
         w = by_id.get(run.shape or "")
         moved = sum(len(t.done) for t in works) > progress
