@@ -84,20 +84,19 @@ class Worker:
 
     def submit(self, job_file: Path, log: Path) -> subprocess.Popen:
         """Hand the worker a job; it runs with stdout and stderr in `log`. Returns the process running it."""
-        for _ in range(2):      # a worker that died between jobs is seen only when the hand-over fails
-            if not self.alive():
+        if not self.alive():
+            # what it prints before it reads its first job (an import error, say) goes to that job's log
+            with open(log, "a") as out:
                 self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.worker", "--serve"],
-                                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                             stderr=subprocess.DEVNULL, env=child_env(self.gpu), cwd=REPO,
-                                             text=True, start_new_session=True)
-                track(self.proc, True)
-            try:
-                self.proc.stdin.write(json.dumps({"job": str(job_file), "log": str(log)}) + "\n")
-                self.proc.stdin.flush()
-                return self.proc
-            except (BrokenPipeError, OSError):
-                self.stop()
-        raise RuntimeError("the worker process exits as soon as it starts")
+                                             stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
+                                             env=child_env(self.gpu), cwd=REPO, text=True, start_new_session=True)
+            track(self.proc, True)
+        try:
+            self.proc.stdin.write(json.dumps({"job": str(job_file), "log": str(log)}) + "\n")
+            self.proc.stdin.flush()
+        except OSError:     # it died already: WorkerRun sees it exit, and its log says why
+            pass
+        return self.proc
 
     def stop(self) -> None:
         """End the process: at once, as a job's limit or an interrupt needs (its GPU work is lost anyway)."""

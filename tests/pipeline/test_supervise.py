@@ -42,3 +42,19 @@ def test_a_job_past_its_limit_kills_the_process_and_the_next_job_gets_a_fresh_on
         assert fresh.proc.pid != killed.proc.pid
     finally:
         worker.close()
+
+
+def test_a_worker_that_cannot_start_says_why_in_the_job_log(tmp_path, monkeypatch):
+    import sys
+
+    broken = tmp_path / "python"          # an interpreter that fails before it reads any job
+    broken.write_text("#!/bin/sh\necho 'ImportError: no module named torch' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(broken))
+    worker = Worker()
+    try:
+        run, events = follow(worker, tmp_path, "broken")
+        assert events == [] and not run.ended
+        assert "code 1" in run.why() and "no module named torch" in run.why()
+    finally:
+        worker.close()
