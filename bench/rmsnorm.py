@@ -20,7 +20,8 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from pipeline import config, ops, recommend, results, timing, verify  # noqa: E402
-from pipeline.worker import build, gpu_facts, load_reference  # noqa: E402
+from pipeline.build import build, load_reference  # noqa: E402
+from pipeline.worker import gpu_facts  # noqa: E402
 
 
 def main() -> int:

@@ -59,6 +59,19 @@ def _tail(path: Path, n: int = 6) -> str:
     return " | ".join(lines[-n:])
 
 
+class Events:
+    """The worker's side of a job's events file: one JSON line per event, on disk before the next begins
+    (the parent names a variant that took the process down by the last `begin` it read)."""
+
+    def __init__(self, path: str):
+        self.fh = open(path, "a", buffering=1)
+
+    def emit(self, event: str, **data: Any) -> None:
+        self.fh.write(json.dumps({"event": event, "t": time.time(), **data}, default=str) + "\n")
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+
+
 def read_events(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
     try:
         with open(path) as fh:

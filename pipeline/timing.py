@@ -1,16 +1,20 @@
 """Event timing outside ncu: warm-up, L2 flushed before every repeat, rounds interleaved across
-candidates, median and quartiles. Ranking uses these numbers, never ncu's duration (ncu locks
-clocks to base, flushes and replays)."""
+candidates, median and quartiles; time_variants is a shape's timing phase in the worker. Ranking uses
+these numbers, never ncu's duration (ncu locks clocks to base, flushes and replays)."""
 from __future__ import annotations
 
 import math
 import statistics
 import time
+from types import ModuleType
 from typing import Any, Callable
 
 import torch
 
+from pipeline import verify
+from pipeline.build import build
 from pipeline.config import TimingConfig
+from pipeline.supervise import Events
 
 
 def _stats(samples: list[float]) -> dict[str, Any]:
@@ -82,3 +86,32 @@ def measure(candidates: dict[str, Callable[[], Any]], estimates_ms: dict[str, fl
                     fn()
                     samples[name].append((time.perf_counter() - t0) * 1e3)
     return {n: _stats(s) for n, s in samples.items()}
+
+
+def time_variants(job: dict[str, Any], shape: dict[str, Any], ref_mod: ModuleType, ref_model: Any,
+                  models: dict[str, Any], l2_bytes: int, ev: Events) -> None:
+    """Time the verified variants, torch eager and a device copy of the op's minimal bytes, interleaved."""
+    device, sid = job["device"], shape["id"]
+    init_inputs = ref_mod.get_init_inputs()
+    ev.emit("begin", variant=None, phase="timing", shape=sid)
+    with torch.no_grad():
+        inputs = verify.make_inputs(ref_mod, shape["dtype"], job["seeds"][0], device)
+        out = ref_model(*inputs)
+        min_bytes = sum(t.numel() * t.element_size() for t in inputs if isinstance(t, torch.Tensor)) \
+            + out.numel() * out.element_size()
+        del out
+        # a device-to-device copy reading and writing min_bytes in total: the bandwidth ceiling
+        src = torch.empty(min_bytes // 2, dtype=torch.uint8, device=device)
+        dst = torch.empty_like(src)
+        candidates = {"__reference__": lambda: ref_model(*inputs), "__copy__": lambda: dst.copy_(src)}
+        for v in shape["time"]:      # verified in an earlier worker, or cached and re-timed as a control
+            models[v["name"]] = build(v, init_inputs, device, job["op"])[0]
+        for name, model in models.items():
+            candidates[name] = (lambda m: lambda: m(*inputs))(model)
+        estimates = {}
+        for name, fn in candidates.items():
+            fn()   # compile / warm before sizing the repeat count
+            estimates[name] = time_once(fn, device)
+        stats = measure(candidates, estimates, TimingConfig(**job["timing"]), l2_bytes, device,
+                               controls=frozenset({"__reference__", "__copy__"}))
+    ev.emit("timing", stats=stats, min_bytes=min_bytes, shape=sid)

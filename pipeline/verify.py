@@ -1,17 +1,23 @@
-"""Correctness: fresh seeded inputs, NaN-poisoned outputs, comparison by dtype tolerance.
+"""Correctness: fresh seeded inputs, NaN-poisoned outputs, comparison by dtype tolerance, and the
+verify phase of a shape (verify_variants: build, compile together, check on every seed).
 
 Runs inside the GPU worker. The reference runs in float32 when inputs are float16/bfloat16, so the
 variant is judged against the op's meaning rather than against half-precision rounding.
 """
 from __future__ import annotations
 
+import sys
+import time
 import traceback
 from types import ModuleType
 from typing import Any
 
 import torch
 
+from pipeline import precompile
+from pipeline.build import build, compiled_kernels, launched_kernels
 from pipeline.config import Tolerance
+from pipeline.supervise import Events
 
 DTYPE = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 CHUNK = 1 << 26  # elements compared at once: bounds the comparison's extra memory at full shapes
@@ -142,3 +148,104 @@ def classify(exc: BaseException) -> tuple[str, str]:
     if not context_alive():
         return "crashed", last
     return "launch-error", last
+
+
+class Seeds:
+    """Each seed's reference output, computed once per shape and shared by every variant while the
+    outputs fit in SEED_CACHE_FRACTION of the device's memory (computed again past that). Inputs are
+    drawn afresh from the seed for every variant, so one that writes into its input harms no other."""
+
+    def __init__(self, job: dict[str, Any], shape: dict[str, Any], ref_mod: ModuleType, ref_model: Any):
+        self.job, self.shape, self.ref_mod, self.ref_model = job, shape, ref_mod, ref_model
+        self.refs: dict[int, torch.Tensor] = {}
+        self.budget = (SEED_CACHE_FRACTION * torch.cuda.get_device_properties(0).total_memory
+                       if job["device"] != "cpu" else SEED_CACHE_CPU_BYTES)
+
+    def get(self, seed: int) -> tuple[list[Any], torch.Tensor]:
+        inputs = make_inputs(self.ref_mod, self.shape["dtype"], seed, self.job["device"])
+        if seed in self.refs:
+            return inputs, self.refs[seed]
+        half = self.shape["dtype"] != "float32"
+        ref_out = self.ref_model(*(upcast(inputs) if half else inputs))
+        held = sum(r.numel() * r.element_size() for r in self.refs.values())
+        if isinstance(ref_out, torch.Tensor) and held + ref_out.numel() * ref_out.element_size() <= self.budget:
+            self.refs[seed] = ref_out
+        return inputs, ref_out
+
+
+SEED_CACHE_FRACTION = 0.4   # of device memory: leaves room for inputs, a variant's output and workspace
+SEED_CACHE_CPU_BYTES = 1 << 28  # the interpreter's small shapes
+
+
+def verify_variants(job: dict[str, Any], shape: dict[str, Any], ref_mod: ModuleType, ref_model: Any,
+                    ev: Events) -> dict[str, Any]:
+    """Build each variant of one shape, compile their kernels together, and check each on every seed;
+    one `variant` event each. Returns the models that passed, for timing in this same process."""
+    device, sid = job["device"], shape["id"]
+    init_inputs = ref_mod.get_init_inputs()
+    tol = Tolerance(**shape["tolerance"])
+    seeds = Seeds(job, shape, ref_mod, ref_model)
+    built: list[tuple[dict[str, Any], Any, ModuleType, float]] = []
+    for v in shape["verify"]:
+        ev.emit("begin", variant=v["name"], phase="verify", shape=sid)
+        t_build = time.perf_counter()
+        try:
+            model, module = build(v, init_inputs, device, job["op"])
+        except BaseException as exc:  # noqa: BLE001 - user code can raise anything
+            ev.emit("variant", result={"name": v["name"], "status": "import-error",
+                                       "error": classify(exc)[1]}, shape=sid)
+            continue
+        built.append((v, model, module, time.perf_counter() - t_build))
+    if job.get("precompile", True) and built:
+        with torch.no_grad():
+            inputs = seeds.get(job["seeds"][0])[0]
+        calls = [(v["name"], (lambda m: lambda: m(*inputs))(model)) for v, model, module, _ in built
+                 if not precompile.autotuned(module)]
+        stats = precompile.precompile(
+            calls, device, before=lambda name: ev.emit("begin", variant=name, phase="verify", shape=sid),
+            compiling=lambda: ev.emit("begin", variant=None, phase="compile", shape=sid))
+        ev.emit("compiled", shape=sid, **stats)
+        del calls, inputs
+    passed: dict[str, Any] = {}
+    for v, model, module, build_s in built:
+        ev.emit("begin", variant=v["name"], phase="verify", shape=sid)
+        result: dict[str, Any] = {"name": v["name"]}
+        t_start = time.perf_counter() - build_s     # build_s reported below covers building and checking
+        checks, status, error, first_call = [], "ok", "", None
+        try:
+            with torch.no_grad():
+                for i, seed in enumerate(job["seeds"]):
+                    inputs, ref_out = seeds.get(seed)
+                    ptr = poison_like(ref_out.to(DTYPE[shape["dtype"]]))
+                    t0 = time.perf_counter()
+                    out = model(*inputs)
+                    if device != "cpu":
+                        torch.cuda.synchronize()
+                    if i == 0:
+                        first_call = time.perf_counter() - t0
+                    check = compare(out, ref_out, tol)
+                    check.update(seed=seed, poisoned=isinstance(out, torch.Tensor) and out.data_ptr() == ptr)
+                    checks.append(check)
+                    del out, ref_out
+                    if not check["ok"]:
+                        status, error = "incorrect", f"seed {seed}: {check['reason']}"
+                        break
+        except BaseException as exc:  # noqa: BLE001
+            status, error = classify(exc)
+        result.update(status=status, error=error, checks=checks,
+                      build_s=round(time.perf_counter() - t_start, 3),
+                      first_call_s=None if first_call is None else round(first_call, 3))
+        if status == "crashed":
+            ev.emit("variant", result=result, shape=sid)
+            sys.exit(3)   # the context is gone; the parent restarts a worker on the remaining variants
+        if status == "ok":
+            result["compiled"] = compiled_kernels(module)
+            if device != "cpu":
+                try:
+                    with torch.no_grad():
+                        result["launched"] = launched_kernels(lambda: model(*inputs))
+                except Exception as exc:  # noqa: BLE001 - the count check is then skipped, and says why
+                    result["launched_error"] = str(exc)
+            passed[v["name"]] = model
+        ev.emit("variant", result=result, shape=sid)
+    return passed

@@ -3,7 +3,7 @@ call, so that call compiles nothing, and the results are still right (skipped wi
 import pytest
 
 from testenv import REPO
-from pipeline import precompile, worker
+from pipeline import build, precompile
 
 pytestmark = pytest.mark.gpu
 
@@ -27,7 +27,7 @@ def first_calls_compile_nothing_and_are_right(models, x):
 def test_precompiled_kernels_are_not_compiled_again():
     import torch
 
-    module = worker.load_module(str(REPO / "kernels" / "rmsnorm" / "flat_1d.py"), "_precompile_t_flat_1d")
+    module = build.load_module(str(REPO / "kernels" / "rmsnorm" / "flat_1d.py"), "_precompile_t_flat_1d")
     configs = [c for c in module.CONFIGS if c["BLOCK_HW"] >= 64]
     models = [module.ModelNew(48, **c) for c in configs]
     x = torch.randn(3, 48, 33, 17, device="cuda")     # odd sizes: a specialization no other test compiled
@@ -43,7 +43,7 @@ def test_kernels_compiled_ahead_are_found_compiled():
     """What a background compile (precompile.Ahead) compiled is neither captured nor compiled again."""
     import torch
 
-    module = worker.load_module(str(REPO / "kernels" / "rmsnorm" / "grid_2d.py"), "_precompile_t_grid_2d")
+    module = build.load_module(str(REPO / "kernels" / "rmsnorm" / "grid_2d.py"), "_precompile_t_grid_2d")
     models = [module.ModelNew(40, **c) for c in module.CONFIGS]
     x = torch.randn(2, 40, 31, 13, device="cuda")     # a specialization no other test compiled
     calls = [(str(i), (lambda m: lambda: m(x))(m)) for i, m in enumerate(models)]

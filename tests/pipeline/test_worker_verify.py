@@ -4,7 +4,7 @@ input cannot make the next one look wrong."""
 import json
 
 from testenv import FIXTURES
-from pipeline import worker
+from pipeline import build, supervise, verify
 
 REF = FIXTURES / "faulty" / "kernels" / "faults" / "reference.py"
 CLOBBER = '''
@@ -31,18 +31,18 @@ def test_reference_outputs_are_shared_and_inputs_fresh(tmp_path, monkeypatch):
     shape = {"id": "tiny", "index": 0, "params": params, "dtype": "float32",
              "tolerance": {"rtol": 1e-5, "atol": 1e-5}, "verify": variants, "time": []}
     made = []
-    real_model = worker.reference_model
+    real_model = build.reference_model
 
     def counting(ref_mod, device):
         model = real_model(ref_mod, device)
         forward = model.forward
         model.forward = lambda *a: made.append(1) or forward(*a)
         return model
-    monkeypatch.setattr(worker, "reference_model", counting)
-    ref_mod = worker.load_reference(job)
+    monkeypatch.setattr(build, "reference_model", counting)
+    ref_mod = build.load_reference(job)
     events = tmp_path / "events.jsonl"
-    passed = worker.verify_variants(job, shape, ref_mod, worker.reference_model(ref_mod, "cpu"),
-                                    worker.Events(str(events)))
+    passed = verify.verify_variants(job, shape, ref_mod, build.reference_model(ref_mod, "cpu"),
+                                    supervise.Events(str(events)))
     results = {e["result"]["name"]: e["result"] for e in map(json.loads, events.read_text().splitlines())
                if e["event"] == "variant"}
     assert {n: r["status"] for n, r in results.items()} == {"clobber": "ok", "good": "ok"}, results
