@@ -45,6 +45,12 @@ def autotuned(module: ModuleType) -> bool:
 Call = tuple[str, Callable[[], Any]]    # (variant name, one forward call)
 
 
+def calls(built: list[tuple[str, Any, ModuleType]], inputs: list[Any]) -> list[Call]:
+    """One forward call on `inputs` per built (name, model, module), leaving out autotuned modules."""
+    return [(name, (lambda m: lambda: m(*inputs))(model)) for name, model, module in built
+            if not autotuned(module)]
+
+
 def capture(calls: list[Call], before: Callable[[str], None]) -> list[tuple[Any, str]]:
     """(jitted function, specialization data) of each kernel the calls would compile; nothing runs on
     the GPU from Triton. torch ops inside the calls still run (allocations, views). `before(name)` is

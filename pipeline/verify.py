@@ -199,8 +199,7 @@ def verify_variants(job: dict[str, Any], shape: dict[str, Any], ref_mod: ModuleT
     if job.get("precompile", True) and built:
         with torch.no_grad():
             inputs = seeds.get(job["seeds"][0])[0]
-        calls = [(v["name"], (lambda m: lambda: m(*inputs))(model)) for v, model, module, _ in built
-                 if not precompile.autotuned(module)]
+        calls = precompile.calls([(v["name"], model, module) for v, model, module, _ in built], inputs)
         stats = precompile.precompile(
             calls, device, before=lambda name: ev.emit("begin", variant=name, phase="verify", shape=sid),
             compiling=lambda: ev.emit("begin", variant=None, phase="compile", shape=sid))

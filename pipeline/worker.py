@@ -93,19 +93,18 @@ def capture_ahead(ahead: dict[str, Any], device: str, ev: Events) -> list[tuple[
     for shape in ahead["shapes"]:
         ref_mod = load_reference({**ahead, "params": shape["params"]})
         init_inputs = ref_mod.get_init_inputs()
-        calls = []
+        built = []
         with torch.no_grad():
             inputs = verify.make_inputs(ref_mod, shape["dtype"], ahead["seeds"][0], device)
             for v in shape["verify"]:
                 try:
-                    model, module = build(v, init_inputs, device, ahead["op"])
+                    built.append((v["name"], *build(v, init_inputs, device, ahead["op"])))
                 except BaseException:  # noqa: BLE001 - the next op's own job builds it again and reports it
                     continue
-                if not precompile.autotuned(module):
-                    calls.append((v["name"], (lambda m: lambda: m(*inputs))(model)))
+            calls = precompile.calls(built, inputs)
             kernels += precompile.capture(calls, before=lambda name: ev.emit(
                 "begin", variant=f"{ahead['op']} {shape['id']} {name}", phase="ahead", shape=None))
-        del calls, inputs
+        del built, calls, inputs
         torch.cuda.empty_cache()
     return kernels
 
