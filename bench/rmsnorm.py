@@ -1,6 +1,8 @@
 """RMSNorm side by side, one process, every shape of kernels/rmsnorm/op.yaml:
 recommended variant (from the results file) vs seed baseline vs torch eager vs torch.compile vs a
-device copy of the same bytes. Prints a ratio table; `--json PATH` also stores the numbers.
+device copy of the same bytes (cudaMemcpy device to device), and two Triton copies of x as controls: one in
+the variants' strided tile pattern (what that access pattern allows) and one contiguous (what a Triton kernel
+reaches). Prints a ratio table; `--json PATH` also stores the numbers.
 
     python bench/rmsnorm.py [--results profiles/<gpu>/rmsnorm/results.json] [--json out.json]
 
@@ -18,10 +20,48 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
 
 from pipeline import config, ops, recommend, results, timing, verify  # noqa: E402
 from pipeline.build import build, load_reference  # noqa: E402
 from pipeline.worker import gpu_facts  # noqa: E402
+
+
+TILE_ROWS, TILE_HW = 64, 256      # the one-pass layouts' tile: 64 channel rows, H*W apart, of 256 columns
+LINEAR_BLOCK = 512                 # elements per program of the contiguous copy (4 per thread at 4 warps)
+
+
+@triton.jit
+def _tile_copy(x_ptr, y_ptr, C, HW, n_c, n_hw, ROWS: tl.constexpr, BLOCK_HW: tl.constexpr):
+    """y = x moved as the RMSNorm variants move it: [ROWS, BLOCK_HW] tiles whose rows are H*W elements apart."""
+    pid = tl.program_id(0)
+    b = pid // (n_c * n_hw)
+    r = pid - b * n_c * n_hw
+    cb = r // n_hw
+    offs_c = cb * ROWS + tl.arange(0, ROWS)
+    offs_hw = (r - cb * n_hw) * BLOCK_HW + tl.arange(0, BLOCK_HW)
+    mask = (offs_c[:, None] < C) & (offs_hw[None, :] < HW)
+    offs = b.to(tl.int64) * C * HW + offs_c[:, None] * HW + offs_hw[None, :]
+    tl.store(y_ptr + offs, tl.load(x_ptr + offs, mask=mask), mask=mask)
+
+
+@triton.jit
+def _linear_copy(x_ptr, y_ptr, N, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(y_ptr + offs, tl.load(x_ptr + offs, mask=offs < N), mask=offs < N)
+
+
+def copies(x: torch.Tensor) -> dict[str, object]:
+    """Two Triton copies of x: with the variants' strided tile pattern, and contiguous (a Triton kernel's reach)."""
+    y = torch.empty_like(x)
+    B, C = x.shape[0], x.shape[1]
+    HW = x.numel() // (B * C)
+    n_c, n_hw = triton.cdiv(C, TILE_ROWS), triton.cdiv(HW, TILE_HW)
+    return {"tile copy": lambda: _tile_copy[(B * n_c * n_hw,)](x, y, C, HW, n_c, n_hw, ROWS=TILE_ROWS,
+                                                               BLOCK_HW=TILE_HW, num_warps=8),
+            "linear copy": lambda: _linear_copy[(triton.cdiv(x.numel(), LINEAR_BLOCK),)](
+                x, y, x.numel(), BLOCK=LINEAR_BLOCK, num_warps=4)}
 
 
 def main() -> int:
@@ -74,6 +114,7 @@ def main() -> int:
             src = torch.empty(nbytes // 2, dtype=torch.uint8, device="cuda")
             dst = torch.empty_like(src)
             cands["device copy"] = lambda: dst.copy_(src)
+            cands.update(copies(x[0]))
             for fn in cands.values():   # compile (torch.compile takes a while) before sizing repeats
                 fn()
             est = {k: timing.time_once(fn, "cuda") for k, fn in cands.items()}
@@ -84,18 +125,25 @@ def main() -> int:
                      "fraction_of_copy": t["device copy"] / t["recommended"],
                      "vs_compile": t["torch.compile"] / t["recommended"],
                      "vs_eager": t["torch eager"] / t["recommended"],
-                     "vs_baseline": t["baseline"] / t["recommended"] if "baseline" in t else None})
+                     "vs_baseline": t["baseline"] / t["recommended"] if "baseline" in t else None,
+                     "fraction_of_tile_copy": t["tile copy"] / t["recommended"],
+                     "tile_copy_of_copy": t["device copy"] / t["tile copy"],
+                     "linear_copy_of_copy": t["device copy"] / t["linear copy"]})
         torch.cuda.empty_cache()
     print(f"\nRMSNorm on {facts['gpu_name']} (torch {facts['torch']}, triton {facts['triton']}); ms are medians")
     head = f"{'shape':<16}{'MB':>8}  {'recommended':<44}{'rec ms':>9}{'copy ms':>9}{'compile':>9}{'eager':>9}" \
-           f"{'seed':>9}  {'of copy':>8}{'vs compile':>11}{'vs eager':>9}{'vs seed':>9}"
+           f"{'seed':>9}  {'of copy':>8}{'vs compile':>11}{'vs eager':>9}{'vs seed':>9}" \
+           f"{'tile copy':>11}{'of tile':>8}{'linear':>8}"
     print(head)
     for r in rows:
         t = r["median_ms"]
         print(f"{r['shape']:<16}{r['bytes'] / 1e6:>8.0f}  {r['recommended']:<44}{t['recommended']:>9.3f}"
               f"{t['device copy']:>9.3f}{t['torch.compile']:>9.3f}{t['torch eager']:>9.3f}"
               f"{t.get('baseline', float('nan')):>9.3f}  {r['fraction_of_copy']:>8.3f}{r['vs_compile']:>10.2f}x"
-              f"{r['vs_eager']:>8.2f}x{(r['vs_baseline'] or float('nan')):>8.2f}x")
+              f"{r['vs_eager']:>8.2f}x{(r['vs_baseline'] or float('nan')):>8.2f}x"
+              f"{r['tile_copy_of_copy']:>11.3f}{r['fraction_of_tile_copy']:>8.3f}{r['linear_copy_of_copy']:>8.3f}")
+    print("tile copy: a Triton copy of x in the variants' [64 rows H*W apart, 256 columns] tiles, of device copy;"
+          " of tile: the recommended variant against it; linear: a contiguous Triton copy, of device copy")
     if args.json:
         Path(args.json).write_text(json.dumps({"gpu": facts, "rows": rows}, indent=1))
     return 0

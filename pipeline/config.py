@@ -59,6 +59,8 @@ class TimingConfig:
     race: float = _f(1.25, "after the first round, a variant slower than race x the fastest median stops at min_reps "
                           "(it cannot be recommended; its budget goes unspent); 0 times every variant to its budget")
     flush_l2: bool = _f(True, "overwrite a buffer of twice the L2 size before every timed repeat")
+    queue_ahead: float = _f(2.0, "after the flush the GPU spins for this many times a call's host enqueue time "
+                                 "(+0.02 ms), so the events time its kernels, not the launch path; 0: no spin")
 
 
 DEFAULT_METRICS = [
