@@ -38,14 +38,15 @@ def time_once(fn: Callable[[], Any], device: str) -> float:
 
 
 def _cycles_per_ms() -> float:
-    """The most GPU clock cycles per ms that torch.cuda._sleep's spin has run at in this process.
+    """GPU clock cycles per ms of torch.cuda._sleep's spin, read once per process at load clocks.
 
     An idle GPU clocks at a fraction of its load clock (H200: 345 against 1980 MHz), and a spin sized at
-    the idle rate ends early once the clocks rise; so the first reading follows a spin that brings them up,
-    and the highest reading so far is kept."""
+    the idle rate ends early once the clocks rise; so the reading follows a spin that brings them up, and
+    the highest of a few readings is kept."""
     global _max_cycles_per_ms
-    if not _max_cycles_per_ms:
-        torch.cuda._sleep(WARM_CYCLES)
+    if _max_cycles_per_ms:
+        return _max_cycles_per_ms
+    torch.cuda._sleep(WARM_CYCLES)
     for _ in range(CALIBRATIONS):
         s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         s.record()
