@@ -186,14 +186,9 @@ class WorkerRun:
                 self.kill()
 
     def kill(self) -> None:
+        # a process that is no longer the worker's has been stopped already (Worker.stop)
         if self.worker.proc is self.proc:
             self.worker.stop()
-        else:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait()
 
     def why(self) -> str:
         return self.killed or f"worker exited with code {self.proc.returncode}: {_tail(self.log)}"
