@@ -4,29 +4,41 @@ Each program owns one batch index and a BLOCK_HW-wide strip of contiguous
 spatial positions, loads the whole [C_PAD, BLOCK_HW] channel column tile once
 (rows are contiguous along HW, so every row load coalesces), reduces the sum of
 squares over C in fp32, normalizes and stores: x is read once and written once.
+
+With num_ctas > 1 a program is a thread-block cluster (sm_90): Triton splits the tile's
+channel rows over the cluster's CTAs and reduces over C across them through distributed
+shared memory, so a column too tall for one SM's registers is still read once.
 """
 import torch
 import torch.nn as nn
 import triton
 import triton.language as tl
 
-LAYOUT = "1D (B·cdiv(HW, BLOCK_HW),), one [C_PAD, BLOCK_HW] tile per program, one pass over C"
+LAYOUT = ("1D (B·cdiv(HW, BLOCK_HW),), one [C_PAD, BLOCK_HW] tile per program, one pass over C; with num_ctas > 1 "
+          "each program is a cluster of num_ctas CTAs holding C_PAD/num_ctas channel rows each")
 
-# Per-thread tile = C_PAD * BLOCK_HW / (32 * num_warps) fp32 values. The configs keep it
-# <= 64 at C = 64 (and at C = 4096 for the last); a shape that pushes it past the limit is refused.
+# Per-thread tile = C_PAD * BLOCK_HW / (32 * num_warps * num_ctas) fp32 values. The configs keep it
+# <= 64 at C = 64 (and <= 128 at C = 4096 for the last three); a shape that pushes it past the limit is refused.
 CONFIGS = [
     dict(BLOCK_HW=128, num_warps=4),
     dict(BLOCK_HW=256, num_warps=8),
-    dict(BLOCK_HW=64, num_warps=2),
-    dict(BLOCK_HW=128, num_warps=8),
-    dict(BLOCK_HW=64, num_warps=4),
+    dict(BLOCK_HW=64, num_warps=4),   # 64/2 and 128/8 measured within 0.5 % of it or below on every H200 shape
     # Large C: a strip of 8 columns (one 32-byte sector per channel row) keeps a whole 4096-channel column
     # tile in registers (64 fp32 values per thread over 16 warps), so x is read once. H100, C4096 fp32:
     # 0.77 of device copy, where the two-pass layouts re-read x (<= 0.64); no spills (112 registers).
     dict(BLOCK_HW=8, num_warps=16),
+    # Large C over a cluster: 4096 channels x 32 (or 64) columns split over 4 (8) CTAs, 128-byte (256-byte)
+    # row segments instead of 32-byte ones. H200, C4096 fp32: 0.735 (0.732) of device copy against 0.672 for
+    # the 8-column strip above and 0.728 for coop_c's software cooperation; 213 registers, no spills. The
+    # cap is the same as coop_c's: one CTA per SM, so its loads wait while it reduces and stores. Clusters
+    # of 4-warp CTAs or 8 CTAs of 8 warps over 32 columns, which would fit 2+ per SM, ran 0.09-0.37.
+    dict(BLOCK_HW=32, num_warps=8, num_ctas=4),
+    dict(BLOCK_HW=64, num_warps=8, num_ctas=8),
 ]
 # Not used: streaming hints (evict_first loads, .cs stores) on the 256x8 config ran at 0.93 of device copy
-# at L1-36 on an H200, against 0.96 without them.
+# at L1-36 on an H200, against 0.96 without them. Nor TMA: the same tiles moved by tensor descriptors
+# ([1, 64, 64..256] boxes, load and store) ran 0.911-0.925 of device copy at L1-36 fp32 (0.927-0.951 fp16),
+# 0.90-0.91 with a persistent grid pipelining the descriptor loads, and a TMA copy of x 0.912-0.919.
 # Hard limit used to refuse a shape: min(128, 65536 // (64 * num_warps)) fp32 values per thread,
 # i.e. at most half of the registers a thread can get (255, or 65536 / threads per program).
 MAX_TILE_PER_THREAD = 128
@@ -59,7 +71,7 @@ def _rmsnorm_flat_1d_kernel(
     tl.store(y_ptr + base + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
-def rmsnorm_flat_1d(x: torch.Tensor, eps: float, BLOCK_HW: int, num_warps: int) -> torch.Tensor:
+def rmsnorm_flat_1d(x: torch.Tensor, eps: float, BLOCK_HW: int, num_warps: int, num_ctas: int = 1) -> torch.Tensor:
     if x.dim() < 2:
         raise NotImplementedError("rmsnorm over dim 1 needs an input of at least 2 dims")
     x = x.contiguous()
@@ -69,11 +81,11 @@ def rmsnorm_flat_1d(x: torch.Tensor, eps: float, BLOCK_HW: int, num_warps: int) 
     B, C = x.shape[0], x.shape[1]
     HW = x.numel() // (B * C)
     C_PAD = triton.next_power_of_2(C)
-    per_thread = C_PAD * BLOCK_HW // (32 * num_warps)
+    per_thread = C_PAD * BLOCK_HW // (32 * num_warps * num_ctas)
     max_tile = min(MAX_TILE_PER_THREAD, 65536 // (64 * num_warps))
     if per_thread > max_tile:
         raise NotImplementedError(
-            f"one-pass tile C_PAD*BLOCK_HW/(32*num_warps) = {C_PAD}*{BLOCK_HW}/(32*{num_warps}) = "
+            f"one-pass tile C_PAD*BLOCK_HW/(32*num_warps*num_ctas) = {C_PAD}*{BLOCK_HW}/(32*{num_warps}*{num_ctas}) = "
             f"{per_thread} fp32 values per thread exceeds {max_tile} (register spill); "
             f"C={C} is too large for this config"
         )
@@ -83,18 +95,20 @@ def rmsnorm_flat_1d(x: torch.Tensor, eps: float, BLOCK_HW: int, num_warps: int) 
     grid = (B * n_hw_blocks,)
     _rmsnorm_flat_1d_kernel[grid](
         x, out, C, HW, n_hw_blocks, eps,
-        C_PAD=C_PAD, BLOCK_HW=BLOCK_HW, num_warps=num_warps,
+        C_PAD=C_PAD, BLOCK_HW=BLOCK_HW, num_warps=num_warps, num_ctas=num_ctas,
     )
     return out
 
 
 class ModelNew(nn.Module):
-    def __init__(self, num_features: int, eps: float = 1e-5, BLOCK_HW: int = 128, num_warps: int = 4):
+    def __init__(self, num_features: int, eps: float = 1e-5, BLOCK_HW: int = 128, num_warps: int = 4,
+                 num_ctas: int = 1):
         super().__init__()
         self.num_features = num_features
         self.eps = eps
         self.BLOCK_HW = BLOCK_HW
         self.num_warps = num_warps
+        self.num_ctas = num_ctas
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return rmsnorm_flat_1d(x, self.eps, self.BLOCK_HW, self.num_warps)
+        return rmsnorm_flat_1d(x, self.eps, self.BLOCK_HW, self.num_warps, self.num_ctas)
