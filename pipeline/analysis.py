@@ -26,6 +26,9 @@ THRESHOLDS: dict[str, tuple[float, str]] = {
     "low_l2_hit_pct": (50.0, "L2 hit rate below this while DRAM traffic is excessive (excess_bytes_ratio): "
                              "re-read data comes from DRAM again"),
     "low_warps_active_pct": (25.0, "achieved occupancy (sm__warps_active) below this is reported"),
+    "cluster_fill": (0.95, "a cluster launch whose resident blocks (launch__cluster_max_active × cluster size) "
+                           "fill less than this fraction of the block slots the SMs offer (SMs × blocks/SM) is "
+                           "reported: a cluster must fit in one GPC, and the SMs left over stay idle"),
 }
 
 SM = "sm__throughput.avg.pct_of_peak_sustained_elapsed"
@@ -214,6 +217,20 @@ def occupancy_limiter(kernel: dict[str, Any] | None) -> tuple[str, float, float]
     return (name, known[name], warps) if known[name] < warps else None
 
 
+def cluster_dims(variant: dict[str, Any]) -> tuple[int, int, int] | None:
+    """The dominant kernel's cluster shape as ncu saw it; None without clusters (ncu reports 0 x 0 x 0) or
+    where the metrics were not collected."""
+    k = dominant_kernel(variant)
+    dims = [m(k, f"launch__cluster_dim_{a}") for a in "xyz"]
+    return None if any(d is None for d in dims) or not all(dims) else tuple(int(d) for d in dims)
+
+
+def blocks_per_sm(kernel: dict[str, Any] | None) -> float | None:
+    """Resident blocks per SM: the smallest launch__occupancy_limit_<x>."""
+    known = [v for v in (m(kernel, f"launch__occupancy_limit_{n}") for n in OCC_LIMITS) if v is not None]
+    return min(known) if known else None
+
+
 def findings(variant: dict[str, Any], shape: dict[str, Any], env: dict[str, Any]) -> list[Finding]:
     out: list[Finding] = []
     # Triton's compile record exists even when ncu did not run: spills are reported regardless
@@ -249,6 +266,16 @@ def findings(variant: dict[str, Any], shape: dict[str, Any], env: dict[str, Any]
     elif waves is not None and waves < t("tail_max_waves") and 0 < waves % 1 < t("tail_fraction"):
         out.append(Finding(WAVES, f"{waves:.2f}", f"tail effect: the last of {int(waves) + 1} waves is "
                                                   f"{waves % 1:.0%} full (< {t('tail_fraction'):.0%})", sev))
+    cluster, active, per_sm = cluster_dims(variant), m(k, "launch__cluster_max_active"), blocks_per_sm(k)
+    if cluster and active is not None and per_sm and sms:
+        size = cluster[0] * cluster[1] * cluster[2]
+        slots = sms * per_sm
+        if active * size < t("cluster_fill") * slots:
+            out.append(Finding("launch__cluster_max_active", f"{active:g} clusters",
+                               f"clusters of {size} blocks: at most {active:g} resident at once, {active * size:g} "
+                               f"blocks where {sms} SMs × {per_sm:g} blocks/SM offer {slots:g} slots "
+                               f"({active * size / slots:.0%} < {t('cluster_fill'):.0%}; a cluster must fit "
+                               "in one GPC)", sev))
     warps, lim = m(k, WARPS), occupancy_limiter(k)
     if lim:
         name, blocks, full = lim

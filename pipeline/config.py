@@ -88,6 +88,12 @@ DEFAULT_METRICS = [
     "launch__occupancy_limit_shared_mem",
     "launch__occupancy_limit_warps",
     "launch__occupancy_limit_blocks",
+    # thread-block clusters (sm_90): 0 x 0 x 0 for a launch without clusters; max_active is how many
+    # clusters fit on the GPU at once (a cluster must sit within one GPC)
+    "launch__cluster_dim_x",
+    "launch__cluster_dim_y",
+    "launch__cluster_dim_z",
+    "launch__cluster_max_active",
 ]
 
 

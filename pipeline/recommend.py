@@ -21,6 +21,7 @@ class Recommendation:
     fraction_of_copy: float | None = None
     grid: tuple[int, int, int] | None = None
     block: tuple[int, int, int] | None = None
+    cluster: tuple[int, int, int] | None = None     # None: launched without clusters (or not measured)
 
 
 def overlaps(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -54,4 +55,4 @@ def recommend(shape: dict[str, Any]) -> Recommendation | None:
         baseline=base[0]["name"] if base else None,
         speedup_vs_reference=ref["median_ms"] / bt["median_ms"] if ref else None,
         fraction_of_copy=analysis.fraction_of_copy(best, shape),
-        grid=launch_dims(best, "grid"), block=launch_dims(best, "block"))
+        grid=launch_dims(best, "grid"), block=launch_dims(best, "block"), cluster=analysis.cluster_dims(best))

@@ -186,7 +186,8 @@ def _headline(shape: dict[str, Any], env: dict[str, Any], rec: recommend.Recomme
                f"({_frac(rec.fraction_of_copy)} of device copy); {bound.label}")
     return Headline(
         name=v["name"], name_wrap=_breakable(v["name"]), family=v.get("stem", v["name"]),
-        layout=v.get("layout", ""), grid=_dims(rec.grid), block=_dims(rec.block), median_ms=med, spread_ms=f"{_ms(tm['p25_ms'])}–{_ms(tm['p75_ms'])}",
+        layout=v.get("layout", ""), grid=_dims(rec.grid), block=_dims(rec.block),
+        cluster=_dims(rec.cluster) if rec.cluster else "", median_ms=med, spread_ms=f"{_ms(tm['p25_ms'])}–{_ms(tm['p75_ms'])}",
         vs_baseline=_ratio(rec.speedup_vs_baseline), baseline=rec.baseline or "—",
         vs_reference=_ratio(rec.speedup_vs_reference), frac_copy=_frac(rec.fraction_of_copy),
         frac_roofline=_frac(mem_frac), summary=summary, stats=stats, bound=bound.label, bound_rule=bound.rule,

@@ -82,6 +82,7 @@ class Headline:
     layout: str
     grid: str
     block: str
+    cluster: str                # cluster dims as ncu saw them; "" for a launch without clusters
     median_ms: str
     spread_ms: str
     vs_baseline: str

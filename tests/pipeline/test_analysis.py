@@ -103,6 +103,36 @@ def test_less_than_one_wave_and_tail_effects(sample_doc):
     assert seen["low"] and seen["tail"]
 
 
+def test_cluster_launch_that_leaves_sms_idle(sample_doc):
+    """On the H200 sample: every profiled kernel reports launch__cluster_dim_* (0 x 0 x 0 without clusters); a
+    cluster launch is a finding exactly when max active clusters x cluster size < cluster_fill x SMs x blocks/SM."""
+    env = sample_doc["environment"]
+    clustered = plain = 0
+    for shape, v in all_variants(sample_doc):
+        k = analysis.dominant_kernel(v)
+        if k is None:
+            continue
+        dims = [analysis.m(k, f"launch__cluster_dim_{a}") for a in "xyz"]
+        assert None not in dims, (shape["id"], v["name"])
+        found = [f for f in analysis.findings(v, shape, env) if f.metric == "launch__cluster_max_active"]
+        if not any(dims):
+            assert analysis.cluster_dims(v) is None and not found
+            plain += 1
+            continue
+        assert analysis.cluster_dims(v) == tuple(int(d) for d in dims)
+        assert v["config"]["num_ctas"] == dims[0] * dims[1] * dims[2]     # Triton's num_ctas is the cluster
+        active = analysis.m(k, "launch__cluster_max_active")
+        per_sm = min(analysis.m(k, f"launch__occupancy_limit_{n}") for n in analysis.OCC_LIMITS)
+        resident, slots = active * v["config"]["num_ctas"], env["sm_count"] * per_sm
+        if resident < analysis.t("cluster_fill") * slots:
+            assert found and f"at most {active:g} resident at once, {resident:g} blocks" in found[0].text
+            assert f"{env['sm_count']} SMs × {per_sm:g} blocks/SM offer {slots:g} slots" in found[0].text
+        else:
+            assert not found
+        clustered += 1
+    assert clustered and plain
+
+
 def test_occupancy_limiter_agrees_with_ncus_theoretical_occupancy():
     """launch__occupancy_limit_* are blocks/SM; the smallest sets ncu's theoretical occupancy.
     On the first H100 sample, which recorded sm__maximum_warps_per_active_cycle_pct for every kernel."""

@@ -234,3 +234,21 @@ def test_one_op_recorded_on_two_gpus_gets_a_page_per_gpu(tmp_path):
         assert gpu in page and f"recorded on {gpu}" in index
         assert f'<a href="rmsnorm.{results.slug(gpu)}.html">rmsnorm</a> <small>{gpu}' in index
     assert report.page_names([results.load(paths[0])]) == ["rmsnorm.html"]   # one GPU: the plain name
+
+
+def test_cluster_launch_shows_its_cluster_dims(tmp_path):
+    """H200 sample: a shape won by a cluster launch says so beside the grid; the others do not."""
+    sample = REPO / "profiles" / "nvidia-h200" / "rmsnorm" / "results.json"
+    page = sections(report.render([sample], tmp_path, replayed=True)[1].read_text())
+    seen = 0
+    for shape in results.load(sample)["shapes"]:
+        rec = recommend.recommend(shape)
+        headline = page[shape["id"]].split('<div class="headline">')[1].split("</div>\n</div>")[0]
+        k = analysis.dominant_kernel(rec.variant)
+        dims = [int(analysis.m(k, f"launch__cluster_dim_{a}")) for a in "xyz"]
+        if any(dims):
+            assert f"in clusters of <strong>({dims[0]}, {dims[1]}, {dims[2]})</strong>" in headline
+            seen += 1
+        else:
+            assert "in clusters of" not in headline
+    assert seen
