@@ -29,9 +29,10 @@ CONFIGS = [
     dict(BLOCK_HW=8, num_warps=16),
     # Large C over a cluster: 4096 channels x 32 (or 64) columns split over 4 (8) CTAs, 128-byte (256-byte)
     # row segments instead of 32-byte ones. H200, C4096 fp32: 0.735 (0.732) of device copy against 0.672 for
-    # the 8-column strip above and 0.728 for coop_c's software cooperation; 213 registers, no spills. The
-    # cap is the same as coop_c's: one CTA per SM, so its loads wait while it reduces and stores. Clusters
-    # of 4-warp CTAs or 8 CTAs of 8 warps over 32 columns, which would fit 2+ per SM, ran 0.09-0.37.
+    # the 8-column strip above and 0.728 for coop_c's software cooperation; 213 registers, no spills. One
+    # CTA per SM, so its loads wait while it reduces and stores, and (ncu) at most 30 clusters of 4 are
+    # resident: 120 of 132 SMs. Clusters of 4-warp CTAs (8-32 columns, 4-8 CTAs), or of 8 CTAs of 8 warps
+    # over 32 columns, which would fit 2+ per SM, ran 0.03-0.37.
     dict(BLOCK_HW=32, num_warps=8, num_ctas=4),
     dict(BLOCK_HW=64, num_warps=8, num_ctas=8),
 ]
