@@ -201,6 +201,11 @@ def classify(variant: dict[str, Any], shape: dict[str, Any] | None = None,
                                   "unit is busy (too little work in flight, occupancy, or stalls)")
 
 
+def occupancy_limits(kernel: dict[str, Any] | None) -> dict[str, float | None]:
+    """launch__occupancy_limit_<x> per resource x: the blocks per SM it allows."""
+    return {n: m(kernel, f"launch__occupancy_limit_{n}") for n in OCC_LIMITS}
+
+
 def occupancy_limiter(kernel: dict[str, Any] | None) -> tuple[str, float, float] | None:
     """(limiter, blocks/SM it allows, blocks/SM the warp limit allows) when a resource other than the
     warp slots caps resident blocks; None when warps (full occupancy) or nothing is known.
@@ -208,7 +213,7 @@ def occupancy_limiter(kernel: dict[str, Any] | None) -> tuple[str, float, float]
     launch__occupancy_limit_<x> is the number of blocks per SM that resource x allows; the smallest
     wins. The warp limit is what a block of this size gets at full occupancy, so only a limiter strictly
     below it lowers theoretical occupancy."""
-    limits = {n: m(kernel, f"launch__occupancy_limit_{n}") for n in OCC_LIMITS}
+    limits = occupancy_limits(kernel)
     warps = limits.pop("warps")
     known = {n: v for n, v in limits.items() if v is not None}
     if warps is None or not known:
@@ -217,17 +222,22 @@ def occupancy_limiter(kernel: dict[str, Any] | None) -> tuple[str, float, float]
     return (name, known[name], warps) if known[name] < warps else None
 
 
-def cluster_dims(variant: dict[str, Any]) -> tuple[int, int, int] | None:
-    """The dominant kernel's cluster shape as ncu saw it; None without clusters (ncu reports 0 x 0 x 0) or
-    where the metrics were not collected."""
+def launch_dims(variant: dict[str, Any], what: str) -> tuple[int, int, int] | None:
+    """launch__<what>_dim_{x,y,z} (grid, block, cluster) of the dominant kernel; None where not collected."""
     k = dominant_kernel(variant)
-    dims = [m(k, f"launch__cluster_dim_{a}") for a in "xyz"]
-    return None if any(d is None for d in dims) or not all(dims) else tuple(int(d) for d in dims)
+    dims = [m(k, f"launch__{what}_dim_{a}") for a in "xyz"]
+    return None if any(d is None for d in dims) else tuple(int(d) for d in dims)
+
+
+def cluster_dims(variant: dict[str, Any]) -> tuple[int, int, int] | None:
+    """The cluster shape as ncu saw it; None without clusters (ncu reports 0 x 0 x 0) or not collected."""
+    dims = launch_dims(variant, "cluster")
+    return dims if dims and all(dims) else None
 
 
 def blocks_per_sm(kernel: dict[str, Any] | None) -> float | None:
     """Resident blocks per SM: the smallest launch__occupancy_limit_<x>."""
-    known = [v for v in (m(kernel, f"launch__occupancy_limit_{n}") for n in OCC_LIMITS) if v is not None]
+    known = [v for v in occupancy_limits(kernel).values() if v is not None]
     return min(known) if known else None
 
 

@@ -34,12 +34,6 @@ def ranked(shape: dict[str, Any]) -> list[dict[str, Any]]:
     return sorted(ok, key=lambda v: v["timing"]["median_ms"])
 
 
-def launch_dims(variant: dict[str, Any], what: str) -> tuple[int, int, int] | None:
-    k = analysis.dominant_kernel(variant)
-    dims = [analysis.m(k, f"launch__{what}_dim_{a}") for a in "xyz"]
-    return None if any(d is None for d in dims) else tuple(int(d) for d in dims)
-
-
 def recommend(shape: dict[str, Any]) -> Recommendation | None:
     order = ranked(shape)
     if not order:
@@ -55,4 +49,5 @@ def recommend(shape: dict[str, Any]) -> Recommendation | None:
         baseline=base[0]["name"] if base else None,
         speedup_vs_reference=ref["median_ms"] / bt["median_ms"] if ref else None,
         fraction_of_copy=analysis.fraction_of_copy(best, shape),
-        grid=launch_dims(best, "grid"), block=launch_dims(best, "block"), cluster=analysis.cluster_dims(best))
+        grid=analysis.launch_dims(best, "grid"), block=analysis.launch_dims(best, "block"),
+        cluster=analysis.cluster_dims(best))

@@ -100,7 +100,7 @@ def _row(v: dict[str, Any], shape: dict[str, Any], env: dict[str, Any], rec: rec
     mem = analysis.memory_pct(k)
     moved, mb = analysis.dram_bytes(v), shape.get("min_bytes")
     excess = moved / mb if moved is not None and mb else None
-    grid, block = recommend.launch_dims(v, "grid"), recommend.launch_dims(v, "block")
+    grid, block = analysis.launch_dims(v, "grid"), analysis.launch_dims(v, "block")
     ncu_rec = v.get("ncu") or {}
     ncu_status = ncu_rec.get("status", "")
     status = v["status"] + ("" if v["status"] != "ok" or ncu_status in ("ok", "") else
