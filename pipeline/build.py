@@ -47,17 +47,29 @@ def compiled_kernels(module: ModuleType) -> list[dict[str, Any]]:
     return found
 
 
-def launched_kernels(call: Any) -> list[str]:
-    """Names of the GPU kernels one call launches, read with the CUDA profiler (CUPTI)."""
+def kernel_trace(call: Any) -> dict[str, Any]:
+    """The GPU kernels one call launches, read with the CUDA profiler (CUPTI): names, total kernel time
+    per call, and the kernels that ran on a stream other than the caller's (the one timing events see).
+
+    A marker kernel on the current stream inside the same trace names that stream in CUPTI's numbering."""
     from torch.profiler import ProfilerActivity, profile
+    marker = torch.empty(1, device="cuda")
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        marker.fill_(MARKER_VALUE)
+        torch.cuda.synchronize()
         call()
         torch.cuda.synchronize()
-    names = []
-    for e in prof.events():
-        if e.device_type == torch.autograd.DeviceType.CUDA and not e.name.startswith(("Memcpy", "Memset")):
-            names.append(e.name)
-    return names
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
+               and not e.name.startswith(("Memcpy", "Memset"))]
+    kernels.sort(key=lambda e: e.time_range.start)
+    timed_stream = kernels[0].device_resource_id if kernels else None     # the marker's: first in the trace
+    own = kernels[1:]
+    return {"launched": [e.name for e in own],
+            "kernel_ms": round(sum(e.time_range.elapsed_us() for e in own) / 1e3, 6),
+            "other_streams": sorted({e.name for e in own if e.device_resource_id != timed_stream})}
+
+
+MARKER_VALUE = 1.0
 
 
 MODULES: dict[tuple[str, int], ModuleType] = {}   # a variant's module is loaded once per worker, for every shape

@@ -20,6 +20,8 @@ from pipeline.ops import Op, Variant
 # not the variant. Everything else a variant earns (crashes and hangs included) recurs, so it is cached.
 REMEASURE = {"worker-error"}
 # ncu outcomes that stand for the variant's profile; any other makes a selected variant be profiled again
+# bumped whenever verification or the evidence rules change, so results judged by older rules are measured again
+CHECKS_VERSION = 2
 NCU_FINAL = {"ok", "no-kernels", "count-mismatch", "timeout", "failed", "profile-error", "permission-denied"}
 
 
@@ -35,6 +37,7 @@ class ShapeWork:
     cached: dict[str, dict[str, Any]]            # stored variant records reused as they are
     done: dict[str, dict[str, Any]] = field(default_factory=dict)
     timing: dict[str, Any] | None = None
+    after: dict[str, Any] = field(default_factory=dict)   # each timed variant's recheck (timing.recheck)
     min_bytes: int | None = None
     env: dict[str, Any] | None = None
     errors: list[str] = field(default_factory=list)
@@ -54,7 +57,7 @@ def shape_key(op: Op, shape: Shape, facts: dict[str, Any]) -> str:
     cfg = op.config
     # worker.precompile only changes when kernels compile, never what is measured
     worker = {k: val for k, val in vars(cfg.worker).items() if k != "precompile"}
-    parts = {"reference": op.reference_sha256, "shape": [shape.params, shape.dtype],
+    parts = {"checks": CHECKS_VERSION, "reference": op.reference_sha256, "shape": [shape.params, shape.dtype],
              "facts": facts, "settings": [vars(cfg.verify), vars(cfg.timing), vars(cfg.ncu), worker]}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -125,7 +125,7 @@ def measure_op(op: Op, works: list[ShapeWork], workdir: Path, log: Path, device:
             elif e["event"] == "compiled" and w is not None:
                 w.compiled = {k: e[k] for k in ("seconds", "kernels", "threads")}
             elif e["event"] == "timing" and w is not None:
-                w.timing, w.min_bytes = e["stats"], e["min_bytes"]
+                w.timing, w.min_bytes, w.after = e["stats"], e["min_bytes"], e.get("after") or {}
             elif e["event"] == "shape-end" and w is not None:
                 w.wall["time"] += e["t"] - since
                 since, w.timed = e["t"], True

@@ -25,7 +25,7 @@ from typing import Any
 
 from rich.markup import escape
 
-from pipeline import metrics, ncu, results, shard
+from pipeline import evidence, metrics, ncu, results, shard
 from pipeline.cache import NCU_FINAL, ShapeWork, plan_shape, prune, shape_key, variant_key
 from pipeline.config import Config, Shape
 from pipeline.errors import NoGpuError
@@ -60,10 +60,12 @@ def host_facts(device: str, ncu_path: str) -> dict[str, Any]:
         facts.update(gpu_name="cpu (Triton interpreter)", driver=None)
         return facts
     index = (os.environ.get("CUDA_VISIBLE_DEVICES") or "0").split(",")[0]
-    out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader", "-i", index],
+    out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,uuid", "--format=csv,noheader", "-i", index],
                          capture_output=True, text=True, timeout=60)
-    name, driver = [x.strip() for x in (out.stdout.strip().splitlines() or ["unknown, unknown"])[0].split(",")]
-    facts.update(gpu_name=name, driver=driver)
+    # the UUID keys results to one card: two cards of a model differ in clocks and memory
+    name, driver, uuid = [x.strip() for x in (out.stdout.strip().splitlines() or ["unknown, unknown, unknown"])[0]
+                          .split(",")]
+    facts.update(gpu_name=name, driver=driver, gpu_uuid=uuid)
     return facts
 
 
@@ -187,6 +189,8 @@ def assemble(w: ShapeWork, prof: dict[str, Any] | None, picked: set[str], select
                "cache_key": variant_key(v, w.key), "measured_at": now, "cached": False}
         rec.update({k: val for k, val in measured.items() if k != "name"})
         rec["timing"] = timing.get(v.name)
+        if v.name in w.after:
+            rec["after_timing"] = w.after[v.name]
         if rec["status"] == "ok" and rec["timing"] is None:
             rec.update(status="worker-error", error="not timed: the timing phase failed")
         if rec["status"] != "ok":
@@ -198,6 +202,7 @@ def assemble(w: ShapeWork, prof: dict[str, Any] | None, picked: set[str], select
         else:
             rec["ncu"] = {"status": "not-selected", "kernels": [],
                           "error": f"not the fastest config of its layout family (ncu.select: {select})"}
+        evidence.judge(rec, timing.get("__copy__"))
         variants.append(rec)
     facts = w.env or {}
     ncu_rec = {k: val for k, val in prof.items() if k not in ("by_range", "worker_events")} if prof else None

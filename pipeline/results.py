@@ -19,7 +19,7 @@ SCHEMA = "pipeline-results"
 SCHEMA_VERSION = 1
 
 # statuses of a variant × shape; only "ok" takes part in the recommendation
-STATUSES = ("ok", "incorrect", "unsupported", "import-error", "compile-error", "launch-error",
+STATUSES = ("ok", "incorrect", "suspect", "unsupported", "import-error", "compile-error", "launch-error",
             "crashed", "timeout", "worker-error")
 
 

@@ -157,4 +157,28 @@ def time_variants(job: dict[str, Any], shape: dict[str, Any], ref_mod: ModuleTyp
             estimates[name] = time_once(fn, device)
         stats = measure(candidates, estimates, TimingConfig(**job["timing"]), l2_bytes, device,
                                controls=frozenset({"__reference__", "__copy__"}))
-    ev.emit("timing", stats=stats, min_bytes=min_bytes, shape=sid)
+        del src, dst, candidates
+        after = recheck(models, inputs, ref_mod, ref_model, shape, device)
+    ev.emit("timing", stats=stats, min_bytes=min_bytes, after=after, shape=sid)
+
+
+def recheck(models: dict[str, Any], inputs: list[Any], ref_mod: ModuleType, ref_model: Any,
+            shape: dict[str, Any], device: str) -> dict[str, dict[str, Any]]:
+    """Each timed variant called once more on the timed inputs, after its repeats: its output checked as
+    in verify (memory the call wrote, every element in tolerance) and, on the GPU, its kernels traced, so
+    a variant that behaves differently once its inputs repeat (a cached output, work left on another
+    stream) is caught where it was timed."""
+    from pipeline.build import kernel_trace
+    from pipeline.config import Tolerance
+    half = shape["dtype"] != "float32"
+    ref_out = ref_model(*(verify.upcast(inputs) if half else inputs))
+    tol = Tolerance(**shape["tolerance"])
+    after = {}
+    for name, model in models.items():
+        out, check = verify.guarded_check(model, inputs, ref_out, tol, device, verify.SENTINELS[0])
+        del out
+        after[name] = {k: check[k] for k in ("ok", "reason", "poisoned", "mismatched") if k in check}
+        after[name]["suspect"] = bool(check.get("suspect"))
+        if device != "cpu":
+            after[name].update(kernel_trace(lambda: model(*inputs)))
+    return after

@@ -7,15 +7,18 @@ variant is judged against the op's meaning rather than against half-precision ro
 from __future__ import annotations
 
 import sys
+import threading
 import time
 import traceback
 from types import ModuleType
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from pipeline import precompile
-from pipeline.build import build, compiled_kernels, launched_kernels
+from pipeline.build import build, compiled_kernels, kernel_trace
 from pipeline.config import Tolerance
 from pipeline.supervise import Events
 
@@ -41,18 +44,71 @@ def upcast(inputs: list[Any]) -> list[Any]:
     return [t.float() if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in inputs]
 
 
-def poison_like(ref_out: torch.Tensor) -> int:
-    """Fill a block the caching allocator will hand to the variant's next same-size output with NaN.
+class OutputGuard(TorchDispatchMode):
+    """Watches one variant call through torch's dispatcher: every tensor allocated uninitialised
+    (empty*) is filled with a sentinel, and the storage of every tensor a torch op creates is recorded.
 
-    Returns the block's address, so the caller can confirm the variant's output landed on it."""
-    block = torch.empty_like(ref_out)
-    if block.is_floating_point():
-        block.fill_(float("nan"))
-    else:
-        block.fill_(torch.iinfo(block.dtype).max)
-    ptr = block.data_ptr()
-    del block
-    return ptr
+    The output is then confirmed, not assumed, to be memory that was poisoned or written by torch during
+    the call (`fresh`). Sentinel fills per allocation do not depend on which block the caching allocator
+    hands out (poisoning a block beforehand did not reach half-precision outputs: a freed temporary of the
+    same size, holding the rounded reference, was handed to the output instead)."""
+
+    def __init__(self, sentinel: str = "nan"):
+        super().__init__()
+        self.sentinel = sentinel
+        # storages an op created during the call (not an argument's): "sentinel" where torch left them
+        # uninitialised and the guard filled them, "torch" where the op itself wrote them
+        self.allocated: dict[int, str] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        given = {t.untyped_storage().data_ptr() for t in _tensors((args, kwargs))}
+        for t in _tensors(out):
+            ptr = t.untyped_storage().data_ptr()
+            if ptr in given:        # a view of, or an in-place op on, an argument
+                continue
+            # an address freed and handed out again within the call belongs to its newest tensor
+            self.allocated[ptr] = "torch"
+            if func.overloadpacket in UNINITIALISED:
+                fill_sentinel(t, self.sentinel)
+                self.allocated[ptr] = "sentinel"
+        return out
+
+    def verdict(self, out: Any, inputs: list[Any]) -> tuple[bool, str]:
+        """(fresh, why not): is `out` memory that this call allocated?"""
+        if not isinstance(out, torch.Tensor):
+            return True, ""
+        ptr = out.untyped_storage().data_ptr()
+        for k, t in enumerate(inputs):
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() == ptr:
+                return False, f"the output shares memory with input {k}"
+        if ptr not in self.allocated:
+            return False, ("the output is memory held from before the call (a cached or preallocated tensor), "
+                           "not written by this call")
+        return True, ""
+
+
+def _tensors(tree: Any) -> list[torch.Tensor]:
+    return [t for t in tree_flatten(tree)[0] if isinstance(t, torch.Tensor)]
+
+
+UNINITIALISED = {torch.ops.aten.empty, torch.ops.aten.empty_like, torch.ops.aten.empty_strided,
+                 torch.ops.aten.new_empty, torch.ops.aten.new_empty_strided, torch.ops.aten.empty_permuted}
+
+# Sentinels, alternated over a variant's seeds: NaN never passes the comparison; the finite one catches code
+# that only masks NaN (nan_to_num, isnan checks) over elements it never wrote.
+SENTINELS = ("nan", "finite")
+
+
+def fill_sentinel(t: torch.Tensor, sentinel: str) -> None:
+    if t.is_floating_point():
+        big = torch.finfo(t.dtype).max
+        t.fill_(float("nan") if sentinel == "nan" else -big)
+    elif t.dtype == torch.bool:
+        t.fill_(sentinel == "nan")
+    elif not t.is_complex():
+        info = torch.iinfo(t.dtype)
+        t.fill_(info.max if sentinel == "nan" else info.min)
 
 
 def scan(o: torch.Tensor, r: torch.Tensor, tol: Tolerance) -> tuple[int, float, float]:
@@ -120,6 +176,29 @@ def detailed(o: torch.Tensor, r: torch.Tensor, tol: Tolerance, shape: Any) -> di
                             + f"; e.g. at {index}: got {float(o[at]):.6g}, expected {float(r[at]):.6g}")
         result["where"] = list(index)
     return result
+
+
+def guarded_check(model: Any, inputs: list[Any], ref_out: torch.Tensor, tol: Tolerance, device: str,
+                  sentinel: str) -> tuple[Any, dict[str, Any]]:
+    """One call of the variant under OutputGuard, compared with the reference. A check passes only when
+    the output is memory the call allocated (poisoned or written by torch) and every element is in
+    tolerance; an output that aliases an input or outlives the call is marked suspect."""
+    guard = OutputGuard(sentinel)
+    before = set(threading.enumerate())
+    with guard:
+        out = model(*inputs)
+    if device != "cpu":
+        torch.cuda.synchronize()
+    fresh, why = guard.verdict(out, inputs)
+    left = [t.name for t in threading.enumerate() if t not in before and t.is_alive()]
+    if left and fresh:      # work still going on after the call returned escapes the timed events
+        fresh, why = False, f"the call left {len(left)} thread(s) running ({', '.join(left)})"
+    check = compare(out, ref_out, tol)
+    memory = guard.allocated.get(out.untyped_storage().data_ptr()) if isinstance(out, torch.Tensor) else None
+    check.update(sentinel=sentinel, poisoned=fresh and memory is not None, output_memory=memory)
+    if not fresh:
+        check.update(ok=False, suspect=True, reason=why)
+    return out, check
 
 
 def context_alive() -> bool:
@@ -215,19 +294,16 @@ def verify_variants(job: dict[str, Any], shape: dict[str, Any], ref_mod: ModuleT
             with torch.no_grad():
                 for i, seed in enumerate(job["seeds"]):
                     inputs, ref_out = seeds.get(seed)
-                    ptr = poison_like(ref_out.to(DTYPE[shape["dtype"]]))
                     t0 = time.perf_counter()
-                    out = model(*inputs)
-                    if device != "cpu":
-                        torch.cuda.synchronize()
+                    out, check = guarded_check(model, inputs, ref_out, tol, device, SENTINELS[i % len(SENTINELS)])
                     if i == 0:
                         first_call = time.perf_counter() - t0
-                    check = compare(out, ref_out, tol)
-                    check.update(seed=seed, poisoned=isinstance(out, torch.Tensor) and out.data_ptr() == ptr)
+                    check["seed"] = seed
                     checks.append(check)
                     del out, ref_out
                     if not check["ok"]:
-                        status, error = "incorrect", f"seed {seed}: {check['reason']}"
+                        status = "suspect" if check.get("suspect") else "incorrect"
+                        error = f"seed {seed}: {check['reason']}"
                         break
         except BaseException as exc:  # noqa: BLE001
             status, error = classify(exc)
@@ -242,7 +318,7 @@ def verify_variants(job: dict[str, Any], shape: dict[str, Any], ref_mod: ModuleT
             if device != "cpu":
                 try:
                     with torch.no_grad():
-                        result["launched"] = launched_kernels(lambda: model(*inputs))
+                        result.update(kernel_trace(lambda: model(*inputs)))
                 except Exception as exc:  # noqa: BLE001 - the count check is then skipped, and says why
                     result["launched_error"] = str(exc)
             passed[v["name"]] = model
