@@ -56,18 +56,18 @@ def test_honest_checks_are_poisoned_with_both_sentinels(cheats_run):
         assert honest["after_timing"]["ok"] and honest["after_timing"]["poisoned"]
 
 
-def _checks(tmp_path, source, dtype):
+def _checks(tmp_path, source, dtype, device="cpu"):
     """verify_variants on one variant file at a small RMSNorm shape (the faults fixture's reference)."""
     (tmp_path / "v.py").write_text(source)
     params = {"batch_size": 2, "features": 6, "dim1": 5, "dim2": 7}
     job = {"op": "guard_t", "reference": str(FIXTURES / "faulty" / "kernels" / "faults" / "reference.py"),
-           "device": "cpu", "seeds": [0, 1, 2], "params": params}
+           "device": device, "seeds": [0, 1, 2], "params": params}
     shape = {"id": "tiny", "index": 0, "params": params, "dtype": dtype, "tolerance": {"rtol": 1e-2, "atol": 1e-2},
              "verify": [{"index": 0, "name": "v", "file": str(tmp_path / "v.py"), "config": {}}], "time": []}
     ref_mod = build.load_reference(job)
     events = tmp_path / "events.jsonl"
     build.MODULES.pop(("guard_t", 0), None)
-    verify.verify_variants(job, shape, ref_mod, build.reference_model(ref_mod, "cpu"), supervise.Events(str(events)))
+    verify.verify_variants(job, shape, ref_mod, build.reference_model(ref_mod, device), supervise.Events(str(events)))
     return next(e["result"] for e in map(json.loads, events.read_text().splitlines()) if e["event"] == "variant")
 
 
@@ -110,3 +110,28 @@ def test_guard_fills_every_uninitialised_allocation():
     kinds = {t.untyped_storage().data_ptr(): k for t, k in [(a, "sentinel"), (b, "sentinel"), (c, "sentinel")]}
     assert all(guard.allocated[p] == k for p, k in kinds.items())
     assert guard.allocated[d.untyped_storage().data_ptr()] == "torch" and (d == 0).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_unwritten_output_fails_on_the_gpu(tmp_path, dtype):
+    # with CUDA's caching allocator the freed rounded reference is the block the output gets
+    r = _checks(tmp_path, UNWRITTEN, dtype, "cuda")
+    assert r["status"] == "incorrect" and "NaN/Inf: unwritten" in r["error"], r
+    assert r["checks"][0]["poisoned"] and r["checks"][0]["nonfinite"] == r["checks"][0]["numel"]
+
+
+@pytest.mark.gpu
+def test_kernel_trace_sees_a_side_stream():
+    x = torch.rand(1 << 22, device="cuda")
+    side = torch.cuda.Stream()
+
+    def on_side():
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            return x * 2
+
+    plain = build.kernel_trace(lambda: x * 2)
+    hidden = build.kernel_trace(on_side)
+    assert len(plain["launched"]) == 1 and plain["other_streams"] == [] and plain["kernel_ms"] > 0
+    assert hidden["other_streams"] == hidden["launched"] and len(hidden["launched"]) == 1
