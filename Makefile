@@ -14,7 +14,7 @@ ARGS ?=
 STAGE ?=
 STAGE_ARG := $(if $(STAGE),--stage $(STAGE),)
 
-.PHONY: profile report gate test list deps clean-reports
+.PHONY: profile report gate test list deps python clean-reports
 
 profile: $(DEPS)
 	$(PY) -m pipeline profile $(STAGE_ARG) $(ARGS)
@@ -32,6 +32,11 @@ test: $(DEPS)
 	$(PY) -m pytest -q $(ARGS)
 
 deps: $(DEPS)
+
+# the interpreter the targets use: CI calls `$(make -s python) -m pipeline ...` itself, because make turns
+# every failing exit code into 2
+python:
+	@echo $(PY)
 
 # torch==2.13.0 first: on CPU machines it is a local CPU build; a bare `torch` would pull GBs of CUDA wheels.
 .venv/.installed: pyproject.toml

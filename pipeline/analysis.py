@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 THRESHOLDS: dict[str, tuple[float, str]] = {
-    "busy_pct": (60.0, "a unit (SM or memory) at or above this % of its peak is the limiter: memory- or "
+    "busy_pct": (60.0, "a unit (SM, or DRAM) at or above this % of its peak is the limiter: memory- or "
                        "compute-bound; below it on both, the kernel is latency/occupancy-bound"),
     "near_roofline_fraction": (0.9, "at or above this fraction of a roofline (minimal bytes at the measured copy "
                                     "bandwidth, or FLOPs at the measured matmul rate) the kernel is at that limit, "
@@ -26,6 +26,15 @@ THRESHOLDS: dict[str, tuple[float, str]] = {
     "low_l2_hit_pct": (50.0, "L2 hit rate below this while DRAM traffic is excessive (excess_bytes_ratio): "
                              "re-read data comes from DRAM again"),
     "low_warps_active_pct": (25.0, "achieved occupancy (sm__warps_active) below this is reported"),
+    "clock_ratio_tolerance": (0.05, "ncu locks clocks to base while events run at boost: a variant whose ncu "
+                                    "duration (all its kernels) differs from its event-timed median by more than "
+                                    "this fraction is reported, and its DRAM % is rescaled to the event time "
+                                    "before classifying"),
+    "l1_pressure_gap_pct": (25.0, "the memory system (L1/shared/L2, gpu__compute_memory_throughput) busier than "
+                                  "DRAM by at least this many points is reported as on-chip memory pressure"),
+    "launch_overhead_fraction": (0.1, "share of the event-timed median not spent in the call's kernels (CUPTI "
+                                      "kernel time of one call after timing) at or above which launch overhead "
+                                      "is reported"),
     "cluster_fill": (0.95, "a cluster launch whose resident blocks (launch__cluster_max_active × cluster size) "
                            "fill less than this fraction of the block slots the SMs offer (SMs × blocks/SM) is "
                            "reported: a cluster must fit in one GPC, and the SMs left over stay idle"),
@@ -115,6 +124,26 @@ def memory_pct(kernel: dict[str, Any] | None) -> float | None:
     return max(vals) if vals else None
 
 
+def clock_ratio(variant: dict[str, Any]) -> float | None:
+    """ncu duration of all the variant's kernels (base clocks, caches flushed) over its event-timed median."""
+    kernels = (variant.get("ncu") or {}).get("kernels") or []
+    durs = [duration_us(k) for k in kernels]
+    median = (variant.get("timing") or {}).get("median_ms")
+    if not durs or any(d is None for d in durs) or not median:
+        return None
+    return sum(durs) / (median * 1e3)
+
+
+def dram_pct_at_event_time(variant: dict[str, Any], kernel: dict[str, Any] | None) -> tuple[float | None, str]:
+    """DRAM throughput % of the dominant kernel, rescaled to the event-timed duration when ncu's base-clock
+    duration differs from it by more than clock_ratio_tolerance (the bytes are the same; the time is not)."""
+    dram = m(kernel, DRAM)
+    ratio = clock_ratio(variant)
+    if dram is None or ratio is None or abs(ratio - 1) <= t("clock_ratio_tolerance"):
+        return dram, ""
+    return min(100.0, dram * ratio), f" (ncu {dram:.1f} % × ncu/event duration {ratio:.2f})"
+
+
 def dram_bytes(variant: dict[str, Any]) -> float | None:
     """DRAM bytes read + written by all kernels of the variant (split kernels count together)."""
     kernels = (variant.get("ncu") or {}).get("kernels") or []
@@ -177,27 +206,29 @@ def classify(variant: dict[str, Any], shape: dict[str, Any] | None = None,
              env: dict[str, Any] | None = None) -> Bound:
     """Roofline position first (measured ceilings), then ncu's speed-of-light percentages."""
     k = dominant_kernel(variant)
-    sm, memory = m(k, SM), memory_pct(k)
+    # memory-bound means DRAM-bound: L1/shared traffic (in gpu__compute_memory_throughput) is on-chip
+    # pressure, reported as a finding, and never makes a kernel "memory-bound"
+    sm, (memory, scaled) = m(k, SM), dram_pct_at_event_time(variant, k)
     if k is None or sm is None or memory is None:
         return Bound("unknown", "no ncu metrics for this variant")
     near, busy = t("near_roofline_fraction"), t("busy_pct")
     mem_frac, comp_frac = roofline_fractions(variant, shape, env) if shape and env else (None, None)
     if mem_frac is not None and mem_frac >= near:
         return Bound("memory-bound", f"at {mem_frac:.0%} of the memory roofline (≥ {near:.0%}); "
-                                     f"memory {memory:.1f} %, SM {sm:.1f} %")
+                                     f"DRAM {memory:.1f} %{scaled}, SM {sm:.1f} %")
     if comp_frac is not None and comp_frac >= near:
         return Bound("compute-bound", f"at {comp_frac:.0%} of the compute roofline (≥ {near:.0%}); SM {sm:.1f} %")
     dur = duration_us(k)
     if dur is not None and dur < t("launch_bound_us") and max(sm, memory) < busy:
         return Bound("launch-bound", f"ncu duration {dur:.1f} µs < {t('launch_bound_us'):g} µs and no unit ≥ "
-                                     f"{busy:g} % (SM {sm:.1f} %, memory {memory:.1f} %)")
+                                     f"{busy:g} % (SM {sm:.1f} %, DRAM {memory:.1f} %{scaled})")
     if memory >= busy and memory >= sm:
-        return Bound("memory-bound", f"memory {memory:.1f} % ≥ {busy:g} % and ≥ SM {sm:.1f} %")
+        return Bound("memory-bound", f"DRAM {memory:.1f} %{scaled} ≥ {busy:g} % and ≥ SM {sm:.1f} %")
     if sm >= busy:
-        return Bound("compute-bound", f"SM {sm:.1f} % ≥ {busy:g} % and > memory {memory:.1f} %")
+        return Bound("compute-bound", f"SM {sm:.1f} % ≥ {busy:g} % and > DRAM {memory:.1f} %{scaled}")
     warps = m(k, WARPS)
     occ = "" if warps is None else f", achieved occupancy {warps:.1f} %"
-    return Bound("latency-bound", f"SM {sm:.1f} % and memory {memory:.1f} % both < {busy:g} %{occ}: neither "
+    return Bound("latency-bound", f"SM {sm:.1f} % and DRAM {memory:.1f} %{scaled} both < {busy:g} %{occ}: neither "
                                   "unit is busy (too little work in flight, occupancy, or stalls)")
 
 
@@ -241,8 +272,23 @@ def blocks_per_sm(kernel: dict[str, Any] | None) -> float | None:
     return min(known) if known else None
 
 
+def launch_overhead(variant: dict[str, Any]) -> float | None:
+    """Share of the event-timed median outside the call's kernels (CUPTI, one call after timing)."""
+    kernel_ms = (variant.get("after_timing") or {}).get("kernel_ms")
+    median = (variant.get("timing") or {}).get("median_ms")
+    return None if not kernel_ms or not median else max(0.0, 1 - kernel_ms / median)
+
+
 def findings(variant: dict[str, Any], shape: dict[str, Any], env: dict[str, Any]) -> list[Finding]:
     out: list[Finding] = []
+    overhead = launch_overhead(variant)
+    if overhead is not None and overhead >= t("launch_overhead_fraction"):
+        kernel_ms = variant["after_timing"]["kernel_ms"]
+        out.append(Finding("CUPTI kernel time", f"{kernel_ms:.4g} ms",
+                           f"launch overhead: the kernels of one call run {kernel_ms:.4g} ms of its "
+                           f"{variant['timing']['median_ms']:.4g} ms event-timed median ({overhead:.0%} ≥ "
+                           f"{t('launch_overhead_fraction'):.0%} is launch latency and gaps between kernels, "
+                           "which ncu does not see)"))
     # Triton's compile record exists even when ncu did not run: spills are reported regardless
     for c in variant.get("compiled") or []:
         if c.get("n_spills"):
@@ -299,6 +345,17 @@ def findings(variant: dict[str, Any], shape: dict[str, Any], env: dict[str, Any]
         # with no resource limiter, low achieved occupancy comes from the grid, tail or stalls
         out.append(Finding(WARPS, f"{warps:.1f} %", f"low achieved occupancy (< {t('low_warps_active_pct'):g} %) "
                                                     "with no resource limiting resident blocks", sev))
+    onchip, dram = m(k, MEM), m(k, DRAM)
+    if onchip is not None and dram is not None and onchip - dram >= t("l1_pressure_gap_pct"):
+        out.append(Finding(MEM, f"{onchip:.1f} %", f"on-chip memory pressure: the L1/shared/L2 system runs at "
+                                                   f"{onchip:.1f} % of peak while DRAM runs at {dram:.1f} %: "
+                                                   "shared-memory or L1 traffic, not DRAM, is the busy path", sev))
+    ratio = clock_ratio(variant)
+    if ratio is not None and abs(ratio - 1) > t("clock_ratio_tolerance"):
+        out.append(Finding(DUR, f"{ratio:.2f}× the event median",
+                           f"ncu's duration (base clocks, caches flushed) is {ratio:.2f}× the event-timed median "
+                           f"(off by more than {t('clock_ratio_tolerance'):.0%}): its % of peak describes another "
+                           "clock than the timing; ranking uses the events", "info"))
     sm = m(k, SM)
     if sm is not None and sm < t("busy_pct") and mem_frac is not None and mem_frac >= t("near_roofline_fraction"):
         out.append(Finding(SM, f"{sm:.1f} %", f"SM utilisation under {t('busy_pct'):g} %, but the kernel runs at "

@@ -19,10 +19,24 @@ def load_module(path: str, name: str) -> ModuleType:
 
 
 def load_reference(job: dict[str, Any]) -> ModuleType:
-    ref = load_module(job["reference"], f"_reference_{job['op']}")
-    for key, value in job["params"].items():
-        setattr(ref, key, value)
-    return ref
+    """The reference with the shape's overrides (job["params"]) in place of the values its top level assigns
+    them, run as a fresh module: names derived from an overridden one (`input_shape = (num_classes,)`) are
+    computed from the override, so the shape that runs is the shape recorded."""
+    import ast
+    from pipeline import ops
+    from pipeline.errors import ConfigError
+    path, name = job["reference"], f"_reference_{job['op']}"
+    with open(path) as f:
+        tree = ast.parse(f.read(), filename=path)
+    try:
+        values = ops.check_overrides(ops.module_names(tree), job["params"], path)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    code = compile(ops.override_tree(tree, values), path, "exec")   # the real filename: tracebacks, inspect
+    module = importlib.util.module_from_spec(importlib.util.spec_from_file_location(name, path))
+    sys.modules[name] = module          # Triton resolves globals of jitted functions through the module
+    exec(code, module.__dict__)
+    return module
 
 
 def compiled_kernels(module: ModuleType) -> list[dict[str, Any]]:

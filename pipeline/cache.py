@@ -9,16 +9,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline import recommend
 from pipeline.config import Shape
 from pipeline.ops import Op, Variant
 
 # Statuses measured again on the next run even when nothing changed: the measuring machinery failed,
 # not the variant. Everything else a variant earns (crashes and hangs included) recurs, so it is cached.
 REMEASURE = {"worker-error"}
+# Errors that say the machine could not run anything (no driver, no device, the interpreter not set up), not
+# that the variant is wrong: measured again on the next run, whatever status they were recorded under.
+ENVIRONMENT_ERRORS = re.compile(r"0 active drivers|Found no NVIDIA driver|no CUDA GPUs are available|"
+                                r"no CUDA-capable device|CUDA driver version is insufficient|"
+                                r"Torch not compiled with CUDA enabled")
 # ncu outcomes that stand for the variant's profile; any other makes a selected variant be profiled again
 # bumped whenever verification or the evidence rules change, so results judged by older rules are measured again
 CHECKS_VERSION = 2
@@ -45,6 +52,7 @@ class ShapeWork:
     compiled: dict[str, Any] | None = None       # the worker's concurrent compile: seconds, kernels, threads
     ahead: dict[str, Any] | None = None          # the compile done ahead, during the op before's ncu
     wall: dict[str, float] = field(default_factory=lambda: {"verify": 0.0, "time": 0.0, "ncu": 0.0})
+    root: Path = Path()                          # the project root: results name source files relative to it
 
     @property
     def id(self) -> str:
@@ -68,9 +76,18 @@ def variant_key(v: Variant, key: str) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _fastest(records: list[dict[str, Any]]) -> dict[str, Any] | None:
-    timed = [r for r in records if r.get("status") == "ok" and r.get("timing")]
-    return min(timed, key=lambda r: r["timing"]["median_ms"]) if timed else None
+def remeasure(record: dict[str, Any]) -> bool:
+    """A stored result the next run measures again although nothing changed: the machine failed, not the variant."""
+    return record["status"] in REMEASURE or \
+        (record["status"] != "ok" and bool(ENVIRONMENT_ERRORS.search(record.get("error") or "")))
+
+
+def _fastest(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The fastest correct record and every record tied with it: a rerun re-times them all, so a tie stored
+    once is decided again beside the new variants rather than kept from an old run."""
+    timed = sorted((r for r in records if r.get("status") == "ok" and r.get("timing")),
+                   key=lambda r: r["timing"]["median_ms"])
+    return [r for r in timed if recommend.tied(timed[0]["timing"], r["timing"])] if timed else []
 
 
 def plan_shape(op: Op, shape: Shape, stored: dict[str, Any] | None, key: str, force: bool) -> ShapeWork:
@@ -81,14 +98,14 @@ def plan_shape(op: Op, shape: Shape, stored: dict[str, Any] | None, key: str, fo
     if not force and stored is not None and stored.get("cache_key") == key:
         for _, v in indexed:
             r = old.get(v.name)
-            if r and r.get("cache_key") == variant_key(v, key) and r["status"] not in REMEASURE:
+            if r and r.get("cache_key") == variant_key(v, key) and not remeasure(r):
                 cached[v.name] = r
     measure = [(i, v) for i, v in indexed if v.name not in cached]
     controls = []
     if measure and cached:
         records = list(cached.values())
-        picks = [_fastest(records), _fastest([r for r in records if r.get("baseline")])]
-        names = {p["name"] for p in picks if p}
+        picks = _fastest(records) + _fastest([r for r in records if r.get("baseline")])[:1]
+        names = {p["name"] for p in picks}
         controls = [(i, v) for i, v in indexed if v.name in names]
     return ShapeWork(op, shape, 0, key, measure, controls, cached)
 

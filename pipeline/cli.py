@@ -1,10 +1,17 @@
-"""`python -m pipeline {profile,report,gate,list,config}`; the only place exceptions become exit codes."""
+"""`kernel-pipeline` (`python -m pipeline`): the commands; the only place exceptions become exit codes.
+
+The project root is the folder of the config file (`--config`, default ./pipeline.yaml), or the working
+directory where there is none; kernels_dir, profiles_dir and reports_dir resolve against it. Paths given as
+flags resolve against the working directory. Errors go to stderr; SIGTERM and SIGHUP stop a run as Ctrl-C does.
+"""
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import datetime as dt
+import importlib.metadata
 import json
+import signal
 import time
 import os
 import sys
@@ -15,24 +22,62 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+import pipeline
 from pipeline import config as config_mod
+from pipeline import errors as errors_mod
 from pipeline import ops as ops_mod
-from pipeline import export, gate_output, ingest, profiling, recommend, report, results, stages
-from pipeline.errors import ExitCode, PipelineError
+from pipeline import (export, gate_output, ingest, jsonout, newop, profiling, recommend, report, results, stages,
+                      supervise)
+from pipeline.errors import ConfigError, ExitCode, PipelineError
 
-REPO = profiling.REPO
 START = time.monotonic()
+PROG = "kernel-pipeline" if Path(sys.argv[0]).name == "kernel-pipeline" else "python -m pipeline"   # for hints
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def _root(args: argparse.Namespace) -> config_mod.Config:
-    path = Path(args.config)
-    return config_mod.load_root(path if path.is_absolute() else Path.cwd() / path)
+@dataclasses.dataclass(frozen=True)
+class Project:
+    """The project a command works on: its root, and its config with every configured folder made absolute."""
+    root: Path
+    cfg: config_mod.Config
+
+    @property
+    def kernels(self) -> Path:
+        return Path(self.cfg.kernels_dir)
+
+    @property
+    def profiles(self) -> Path:
+        return Path(self.cfg.profiles_dir)
+
+    @property
+    def reports(self) -> Path:
+        return Path(self.cfg.reports_dir)
 
 
-def _dir(cfg_value: str) -> Path:
-    p = Path(cfg_value)
-    return p if p.is_absolute() else REPO / p
+def _project(args: argparse.Namespace) -> Project:
+    named = args.config is not None
+    path = Path(args.config if named else "pipeline.yaml").expanduser()
+    path = path if path.is_absolute() else Path.cwd() / path
+    if path.is_file():
+        root, cfg = path.parent.resolve(), config_mod.load_root(path)
+    elif named:
+        raise ConfigError(f"{path}: {'not a file' if path.exists() else 'no such config file'} (--config)")
+    else:
+        root, cfg = Path.cwd().resolve(), config_mod.Config()
+    dirs = {k: str(root / Path(getattr(cfg, k)).expanduser()) for k in ("kernels_dir", "profiles_dir", "reports_dir")}
+    for key in ("profiles_dir", "reports_dir"):
+        if getattr(args, key, None):
+            dirs[key] = str(Path(getattr(args, key)).expanduser().resolve())
+    return Project(root, dataclasses.replace(cfg, **dirs))
+
+
+def _rel(path: Path) -> str:
+    return os.path.relpath(path, Path.cwd())
+
+
+def _write_json(path: str, doc: dict) -> None:
+    results.write_atomic(Path(path).expanduser().resolve(), json.dumps(doc, indent=1, default=str) + "\n")
 
 
 def _summary(paths: list[Path]) -> bool:
@@ -100,10 +145,9 @@ class ProgressBar:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    cfg = _root(args)
-    if args.profiles_dir:
-        cfg = dataclasses.replace(cfg, profiles_dir=str(Path(args.profiles_dir).resolve()))
-    ops = ops_mod.discover(cfg, REPO, args.op)
+    proj = _project(args)
+    cfg = proj.cfg
+    ops = ops_mod.discover(cfg, proj.root, args.op)
     if args.variant:
         ops = [ops_mod.select_variants(op, args.variant) for op in ops]
     for op in ops:
@@ -123,40 +167,46 @@ def cmd_profile(args: argparse.Namespace) -> int:
         written = profiling.run(ops, cfg, args.shape, args.require_gpu, console.print, device=args.device,
                                 suite=args.suite, force=args.force,
                                 gpus=[g for g in args.gpus.split(",") if g] if args.gpus else None,
-                                tracker=ProgressBar(progress))
-    reports_dir, profiles_dir = _dir(cfg.reports_dir), _dir(cfg.profiles_dir)
+                                tracker=ProgressBar(progress), root=proj.root)
+    present = results.find_all(proj.profiles)     # the index lists every op with results, not only these
     if written is None:
-        recorded = [p for p in results.find_all(profiles_dir) if results.load(p)["op"] in {o.name for o in ops}]
+        recorded = [p for p in present if results.load(p)["op"] in {o.name for o in ops}]
         if not recorded:
-            raise PipelineError(f"no recorded results under {profiles_dir} to replay")
+            raise PipelineError(f"no recorded results under {proj.profiles} to replay")
         for p in recorded:
             doc = results.load(p)
-            console.print(f"Rendering reports from recorded samples: {os.path.relpath(p, Path.cwd())} "
+            console.print(f"Rendering reports from recorded samples: {_rel(p)} "
                           f"(recorded on {doc['environment'].get('gpu_name')} at {doc.get('created')}).")
-        pages = report.render(recorded, reports_dir, replayed=True)
+        pages = report.render(recorded, proj.reports, replayed=True, index=present)
         _summary(recorded)
-        console.print(f"Report (replayed data): {os.path.relpath(pages[0], Path.cwd())}")
+        console.print(f"Report (replayed data): {_rel(pages[0])}")
+        if args.json_summary:
+            _write_json(args.json_summary, jsonout.profile_summary(recorded, pages[0], ExitCode.OK, True))
         return ExitCode.OK
     failed = _summary(written)
     t0 = time.time()
-    pages = report.render(results.find_all(profiles_dir) if args.all_reports else written, reports_dir, False)
+    pages = report.render(present if args.all_reports else written, proj.reports, False, index=present)
     _time_split(written, time.time() - t0)
-    console.print(f"Results: {', '.join(os.path.relpath(p, Path.cwd()) for p in written)}")
-    console.print(f"Report: {os.path.relpath(pages[0], Path.cwd())}")
-    return ExitCode.VARIANT_FAILURES if failed and args.strict else ExitCode.OK
+    console.print(f"Results: {', '.join(_rel(p) for p in written)}")
+    console.print(f"Report: {_rel(pages[0])}")
+    code = ExitCode.VARIANT_FAILURES if failed and args.strict else ExitCode.OK
+    if args.json_summary:
+        _write_json(args.json_summary, jsonout.profile_summary(written, pages[0], code, False))
+    return code
 
 
-def _results_for(cfg: config_mod.Config, op: str, path: str | None) -> dict:
+def _results_for(proj: Project, op: str, path: str | None) -> dict:
     if path:
         return results.load(Path(path))
-    found = [p for p in results.find_all(_dir(cfg.profiles_dir)) if p.parent.name == results.slug(op)]
+    found = [p for p in results.find_all(proj.profiles) if p.parent.name == results.slug(op)]
     if not found:
-        raise PipelineError(f"no results for op '{op}' under {_dir(cfg.profiles_dir)}; run `make profile` first")
+        raise PipelineError(f"no results for op '{op}' under {proj.profiles}; run `{PROG} profile "
+                            f"--op {op}` first")
     return results.load(found[0])
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    doc = _results_for(_root(args), args.op, args.results)
+    doc = _results_for(_project(args), args.op, args.results)
     shape, variant = export.find(doc, args.variant or export.best_name(doc["shapes"][0]) or "", args.shape)
     wanted = export.stage_named(args.stage).metrics() if args.stage else None
     print(json.dumps(export.ncu_json(variant, wanted), indent=2))
@@ -164,33 +214,51 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_prompt(args: argparse.Namespace) -> int:
-    doc = _results_for(_root(args), args.op, args.results)
+    proj = _project(args)
+    doc = _results_for(proj, args.op, args.results)
     shape, variant = export.find(doc, args.variant or export.best_name(doc["shapes"][0]) or "", args.shape)
-    print(export.render_prompt(export.prompt_view(doc, shape, variant, export.stage_named(args.stage), REPO)))
+    print(export.render_prompt(export.prompt_view(doc, shape, variant, export.stage_named(args.stage), proj.root,
+                                                  proj.kernels)))
     return ExitCode.OK
 
 
 def cmd_add_variant(args: argparse.Namespace) -> int:
-    (op,) = ops_mod.discover(_root(args), REPO, [args.op])
+    proj = _project(args)
+    (op,) = ops_mod.discover(proj.cfg, proj.root, [args.op])
     placed = ingest.add_variant(op, Path(args.file), args.name, args.force)
-    console.print(f"Added {os.path.relpath(placed, Path.cwd())}; profile it with "
-                  f"`make profile ARGS=\"--op {op.name} --variant {placed.stem}\"`")
+    console.print(f"Added {_rel(placed)}; profile it with "
+                  f"`{PROG} profile --op {op.name} --variant {placed.stem}`")
+    return ExitCode.OK
+
+
+def cmd_new_op(args: argparse.Namespace) -> int:
+    proj = _project(args)
+    reference, op_yaml, template = newop.create(proj.kernels, args.name, Path(args.from_file), proj.cfg)
+    console.print(f"Created {_rel(reference.parent)}/: reference.py ({args.from_file} as it is), op.yaml (its "
+                  f"module-level sizes as the shape `default`) and {template.name} (a variant that is `unsupported` "
+                  f"until its kernel is written). Next: write the kernel in {_rel(template)}, then "
+                  f"`{PROG} profile --op {args.name}`.")
     return ExitCode.OK
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    cfg = _root(args)
-    paths = [Path(p) for p in args.results] or results.find_all(_dir(cfg.profiles_dir))
+    proj = _project(args)
+    present = results.find_all(proj.profiles)
+    paths = [Path(p).resolve() for p in args.results] or present
     if not paths:
-        raise PipelineError(f"no results files under {_dir(cfg.profiles_dir)}; run `make profile` first")
-    pages = report.render(paths, _dir(cfg.reports_dir), replayed=not args.live)
-    console.print(f"Report: {os.path.relpath(pages[0], Path.cwd())}")
+        raise PipelineError(f"no results files under {proj.profiles}; run `{PROG} profile` first")
+    pages = report.render(paths, proj.reports, replayed=not args.live, index=present)
+    console.print(f"Report: {_rel(pages[0])}")
     return ExitCode.OK
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    cfg = _root(args)
-    for op in ops_mod.discover(cfg, REPO, args.op):
+    proj = _project(args)
+    found = ops_mod.discover(proj.cfg, proj.root, args.op)
+    if args.json:
+        print(json.dumps(jsonout.op_listing(found, proj.root, proj.kernels), indent=1, default=str))
+        return ExitCode.OK
+    for op in found:
         console.print(f"[bold]{op.name}[/] ({op.dir}) baseline={op.config.op.baseline or '—'}")
         for s in op.config.op.shapes:
             console.print(f"  shape {s.id}")
@@ -200,6 +268,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
+    _project(args)      # a --config that names no file is an error here too
     print("| key | type | default | meaning |\n|---|---|---|---|")
     for key, tp, default, doc in config_mod.documented_keys():
         print(f"| `{key}` | {tp} | `{default}` | {doc} |")
@@ -207,18 +276,26 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    cfg = _root(args)
-    if args.profiles_dir:
-        cfg = dataclasses.replace(cfg, profiles_dir=str(Path(args.profiles_dir).resolve()))
-    return gate_output.run(cfg, REPO, [Path(p).resolve() for p in args.results] or None, console=console,
+    proj = _project(args)
+    return gate_output.run(proj.cfg, proj.root, [Path(p).resolve() for p in args.results] or None,
+                           console=stderr if args.json else console, as_json=args.json,
                            junit=Path(args.junit) if args.junit else None, ops=args.op, shapes=args.shape,
                            suite=args.suite, variants=args.variant,
                            baseline=Path(args.baseline).resolve() if args.baseline else None)
 
 
+def version() -> str:
+    try:
+        return importlib.metadata.version("kernel-grid-pipeline")
+    except importlib.metadata.PackageNotFoundError:
+        return pipeline.__version__
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pipeline", description=__doc__)
-    p.add_argument("--config", default="pipeline.yaml", help="root config file (default: pipeline.yaml)")
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="the project's config file; its folder is the project root (default: "
+                                    "./pipeline.yaml if present, else defaults with the working directory as root)")
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = p.add_subparsers(dest="command", required=True)
     pr = sub.add_parser("profile", help="verify, time and ncu-profile every variant; write results and reports")
     pr.add_argument("--op", action="append", help="only this op (repeatable)")
@@ -228,6 +305,9 @@ def parser() -> argparse.ArgumentParser:
                     help="also collect this optimisation stage's metrics (see pipeline/stages.py)")
     pr.add_argument("--suite", help="run the op.yaml shape suite of this name instead of `shapes`")
     pr.add_argument("--profiles-dir", help="write results here instead of profiles_dir")
+    pr.add_argument("--reports-dir", help="write reports here instead of reports_dir")
+    pr.add_argument("--json-summary", metavar="PATH",
+                    help="also write what the run left (recommendation and statuses per shape) as JSON here")
     pr.add_argument("--require-gpu", action="store_true", help="fail (exit 3) instead of replaying recorded data")
     pr.add_argument("--force", action="store_true", help="re-measure shapes whose inputs did not change")
     pr.add_argument("--gpus", help="comma-separated GPU ids to spread shapes over, one lane each "
@@ -235,11 +315,14 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--strict", action="store_true", help="exit 5 when any variant failed")
     pr.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
                     help="cpu: Triton interpreter, verify and time only, no ncu (for tests)")
-    pr.add_argument("--all-reports", action="store_true", help="also re-render reports of ops not profiled now")
+    pr.add_argument("--all-reports", action="store_true",
+                    help="also re-render the pages of ops not profiled now (the index lists them anyway)")
     pr.set_defaults(func=cmd_profile)
     rp = sub.add_parser("report", help="render HTML from stored results (no GPU needed)")
     rp.add_argument("results", nargs="*", help="results.json files (default: all under profiles/)")
     rp.add_argument("--live", action="store_true", help="do not mark the data as replayed")
+    rp.add_argument("--profiles-dir", help="read results here instead of profiles_dir")
+    rp.add_argument("--reports-dir", help="write reports here instead of reports_dir")
     rp.set_defaults(func=cmd_report)
     ex = sub.add_parser("export", help="print a variant's stored ncu metrics as the seed's {kernel: {metric: value}}")
     ex.add_argument("--format", choices=["ncu-json"], default="ncu-json")
@@ -247,7 +330,8 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--op", required=True)
         sp.add_argument("--variant", help="variant name (default: the recommended one)")
         sp.add_argument("--shape", help="shape id (default: the first)")
-        sp.add_argument("--results", help="results.json (default: the one under profiles/ for the op)")
+        sp.add_argument("--results", help="results.json (default: the one under profiles_dir for the op)")
+        sp.add_argument("--profiles-dir", help="read results here instead of profiles_dir")
         sp.add_argument("--stage", required=sp.prog.endswith("prompt"), choices=list(stages.STAGES),
                         help="stage whose metric set to use")
         sp.set_defaults(func=cmd_export if sp is ex else cmd_prompt)
@@ -257,8 +341,15 @@ def parser() -> argparse.ArgumentParser:
     av.add_argument("--name", help="variant name (default: the file's stem)")
     av.add_argument("--force", action="store_true", help="replace an existing variant of that name")
     av.set_defaults(func=cmd_add_variant)
+    no = sub.add_parser("new-op", help="set up kernels/<NAME>/ from a KernelBench problem file")
+    no.add_argument("name")
+    no.add_argument("--from", dest="from_file", required=True, metavar="PROBLEM.py",
+                    help="KernelBench problem file: copied as reference.py; its module-level sizes become the "
+                         "default shape")
+    no.set_defaults(func=cmd_new_op)
     ls = sub.add_parser("list", help="list ops, shapes and variants")
     ls.add_argument("--op", action="append")
+    ls.add_argument("--json", action="store_true", help="print them as JSON")
     ls.set_defaults(func=cmd_list)
     gt = sub.add_parser("gate", help="judge stored results against targets (exit 0 met, 1 missed, 2 cannot judge)")
     gt.add_argument("results", nargs="*", help="results.json files (default: all under profiles_dir)")
@@ -271,22 +362,42 @@ def parser() -> argparse.ArgumentParser:
     gt.add_argument("--baseline", help="results.json or profiles folder to check regressions against (e.g. main's)")
     gt.add_argument("--profiles-dir", help="read results here instead of profiles_dir")
     gt.add_argument("--junit", help="also write JUnit XML here (one testcase per kernel × target)")
+    gt.add_argument("--json", action="store_true", help="print the verdict and every check as JSON instead of "
+                                                        "the table (the exit code is the same)")
     gt.set_defaults(func=cmd_gate)
     cf = sub.add_parser("config", help="print every config key as a Markdown table")
     cf.set_defaults(func=cmd_config)
     return p
 
 
+def _stop(signum: int, frame: object) -> None:
+    for sig in STOP_SIGNALS:        # the clean-up that follows must not be cut short by a second one
+        signal.signal(sig, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+STOP_SIGNALS = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None]
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    before = {sig: signal.signal(sig, _stop) for sig in STOP_SIGNALS}
     try:
+        args = parser().parse_args(argv)
         return int(args.func(args))
     except PipelineError as exc:
-        console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        stderr.print(f"[bold red]error:[/] {escape(str(exc))}")
         return int(exc.exit_code)
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: results of ops completed before it are kept")
+        supervise.kill_all()
+        stderr.print("[yellow]interrupted[/]: results of ops completed before it are kept")
         return int(ExitCode.INTERRUPTED)
+    except Exception as exc:  # noqa: BLE001 - a bug: one line here, the traceback in a log file
+        stderr.print(f"[bold red]error:[/] {escape(errors_mod.internal_error(exc, ['kernel-pipeline', *argv]))}")
+        return int(ExitCode.INTERNAL_ERROR)
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

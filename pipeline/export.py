@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import analysis, recommend, report
-from pipeline.errors import SelectionError
+from pipeline import analysis, recommend, report, results
+from pipeline.errors import ResultsError, SelectionError
 from pipeline.stages import STAGES, Stage
 
 ARCHITECTURES = {"7.0": "Volta", "7.5": "Turing", "8.0": "Ampere", "8.6": "Ampere", "8.7": "Ampere",
@@ -92,7 +92,8 @@ def _roofline_text(variant: dict[str, Any], shape: dict[str, Any], env: dict[str
 
 
 def prompt_view(doc: dict[str, Any], shape: dict[str, Any], variant: dict[str, Any], stage: Stage,
-                repo: Path) -> PromptView:
+                repo: Path, kernels_dir: Path | None = None) -> PromptView:
+    """The prompt's values; the variant's code is read from the project at `repo` (results.source_path)."""
     metrics = stage.metrics()
     view = report.shape_view(shape, doc["environment"], repo, repo)
     row = next(r for r in view.rows if r.name == variant["name"])
@@ -104,7 +105,12 @@ def prompt_view(doc: dict[str, Any], shape: dict[str, Any], variant: dict[str, A
                 ("best layout found so far", f"{best.name}: {best.layout}, {best.median_ms} ms, "
                                              f"{best.frac_copy} of copy" if best else "none correct yet")]
     evidence += [(f"finding [{f.metric} = {f.value}]", f.text) for f in row.findings]
-    code = (repo / variant["file"]).read_text()
+    source = results.source_path(variant["file"], repo, kernels_dir or repo / "kernels", doc["op"])
+    try:
+        code = source.read_text()
+    except OSError as exc:
+        raise ResultsError(f"{source}: cannot read the source of {variant['name']} ({exc.strerror}); the "
+                           f"results name {variant['file']} (relative to the project root {repo})") from exc
     return PromptView(gpu=_gpu_block(doc["environment"]), stage=stage, code=code,
                       metrics_json=json.dumps(ncu_json(variant, metrics), indent=2), evidence=evidence)
 

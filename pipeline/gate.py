@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import analysis, recommend, results
+from pipeline import analysis, compare, recommend, results
 from pipeline.config import Config, Shape, Targets, load_op
 from pipeline.errors import ExitCode, ResultsError
 
@@ -132,12 +132,17 @@ class _Kernel:
         return self.row(target, f"{shown:g} ms", PASS if ok else FAIL,
                         f"median {shown:g} ms {'≤' if ok else '>'} {self.t.max_time_ms:g} ms")
 
-    def regression(self, base: dict[str, Any] | None, why_none: str, old_shape: dict[str, Any] | None) -> Check:
+    def regression(self, base: dict[str, Any] | None, why_none: str, old_shape: dict[str, Any] | None,
+                   label: str = "baseline") -> Check:
         limit = round(self.t.max_regression * 100, 6)
-        target = f"max_regression ≤ +{limit:g} %"
+        target = f"max_regression ≤ +{limit:g} %" + ("" if label == "baseline" else f" vs {label}")
         if base is None:
             return self.row(target, "—", ERROR if why_none.startswith("!") else NA, why_none.lstrip("!"))
-        moved = []      # the controls: copy and torch eager, the same code in both runs
+        found = compare.compare_timings(old_shape, base["timing"], self.shape, self.v["timing"],
+                                        self.bound.kind if self.bound else None)
+        if found is not None:
+            return self._shift_row(target, found, limit)
+        moved = []      # results without their repeats: the median and quartile rule below      # the controls: copy and torch eager, the same code in both runs
         for key, label in (("copy", "device copy"), ("reference", "torch eager")):
             old_t, cur_t = (old_shape.get(key) or {}).get("timing"), (self.shape.get(key) or {}).get("timing")
             if old_t and cur_t:
@@ -161,7 +166,17 @@ class _Kernel:
                                                             "interquartile ranges overlap")
         return self.row(target, f"{change:+.1f} %", PASS, f"{text}: ≤ +{limit:g} %")
 
-    def judge(self, fresh: Check, baseline: tuple[Any, str, Any] | None) -> list[Check]:
+    def _shift_row(self, target: str, found: compare.Shift, limit: float) -> Check:
+        """slower fails; unclear fails to judge when its estimate is past max_regression, else passes."""
+        value, text = f"{(found.ratio - 1) * 100:+.1f} %", found.text()
+        if found.verdict == "slower":
+            return self.row(target, value, FAIL, f"regression: {text}")
+        if found.verdict == "unclear" and (found.ratio - 1) * 100 > limit:
+            return self.row(target, value, ERROR, f"cannot tell: {text}, beyond +{limit:g} %: re-run with more "
+                                                  "repeats (timing.max_reps, timing.budget_ms)")
+        return self.row(target, value, PASS, text)
+
+    def judge(self, fresh: Check, baselines: list[tuple[str, tuple[Any, str, Any]]]) -> list[Check]:
         rows = [fresh]
         if fresh.verdict == ERROR:
             return rows
@@ -189,8 +204,8 @@ class _Kernel:
                                         "warps active", t.warps_active_min))
         if t.max_time_ms > 0:
             rows.append(self.time())
-        if baseline is not None:
-            rows.append(self.regression(*baseline))
+        for label, baseline in baselines:
+            rows.append(self.regression(*baseline, label=label))
         if not any(r.verdict in (PASS, FAIL, ERROR) for r in rows[1:]):
             rows.append(self.row("any target", "—", ERROR,
                                  f"no target applies to this {self.bound.kind if self.bound else ''} kernel: every "
@@ -207,7 +222,8 @@ def _freshness(ctx: dict[str, Any], shape: dict[str, Any], records: list[dict[st
     files = [Path(v["file"]) for v in shape["variants"] if v.get("file")]
     op_dir = ctx["kernels_dir"] / ctx["op"]
     if not op_dir.is_dir():     # results of an op not in this tree: its reference sits beside its variants
-        op_dir, every = (repo / files[0].parent if files else op_dir), False
+        op_dir, every = (results.source_path(str(files[0]), repo, ctx["kernels_dir"], ctx["op"]).parent
+                         if files else op_dir), False
     problems = []
     if every:   # the recommendation ranks every variant: a variant file with no record makes it incomplete
         listed = ctx["op_cfg"].op.variants
@@ -216,7 +232,8 @@ def _freshness(ctx: dict[str, Any], shape: dict[str, Any], records: list[dict[st
             if p.name != "reference.py" and not p.name.startswith("_") and (not listed or p.stem in listed) \
                     and p.stem not in stems:
                 problems.append(f"{_rel(p)} was not profiled")
-    hashed = [(repo / v["file"], v["source_sha256"]) for v in records if v.get("source_sha256") and v.get("file")]
+    hashed = [(results.source_path(v["file"], repo, ctx["kernels_dir"], ctx["op"]), v["source_sha256"])
+              for v in records if v.get("source_sha256") and v.get("file")]
     if shape.get("reference_sha256"):
         hashed.append((op_dir / "reference.py", shape["reference_sha256"]))
     for path, digest in hashed:
@@ -262,7 +279,8 @@ def _baseline_for(doc: dict[str, Any], base_docs: list[dict[str, Any]]) -> tuple
 
 
 def _gate_file(path: Path, doc: dict[str, Any], cfg: Config, repo: Path, shapes: list[str] | None,
-               suite: str | None, variants: list[str] | None, base_docs: list[dict[str, Any]] | None) -> list[Check]:
+               suite: str | None, variants: list[str] | None,
+               against: list[tuple[str, list[dict[str, Any]]]]) -> list[Check]:
     kernels_dir = repo / cfg.kernels_dir
     op_dir = kernels_dir / doc["op"]
     op_cfg = load_op(cfg, op_dir / "op.yaml")
@@ -280,7 +298,7 @@ def _gate_file(path: Path, doc: dict[str, Any], cfg: Config, repo: Path, shapes:
               for sid in expected if sid not in present]
     if suite and not expected:
         checks.append(file_row("—", f"op {doc['op']} defines no shape suite '{suite}'"))
-    base_doc, base_why = _baseline_for(doc, base_docs) if base_docs is not None else (None, "")
+    bases = [(label, *_baseline_for(doc, docs)) for label, docs in against]
     wanted = variants or op_cfg.targets.gate
     for sid in (s for s in expected if s in present):
         shape = present[sid]
@@ -298,22 +316,25 @@ def _gate_file(path: Path, doc: dict[str, Any], cfg: Config, repo: Path, shapes:
                 checks.append(Check(ctx["file"], doc["op"], sid, name, "variant", "—", verdict, reason))
                 continue
             kernel = _Kernel(ctx, variant, shape, op_cfg.targets.for_variant(variant["name"], variant.get("stem", "")))
-            baseline = None
-            if base_docs is not None:
+            baselines = []
+            for label, base_doc, base_why in bases:
                 old = next((s for s in (base_doc or {}).get("shapes", []) if s["id"] == sid), None)
                 ov = next((v for v in (old or {}).get("variants", []) if v["name"] == variant["name"]), None)
-                why = base_why or (f"no baseline: shape {sid} is not in the baseline (new shape)" if old is None else
-                                   f"no baseline: {variant['name']} is not in the baseline (new variant)" if ov is None
-                                   else f"no baseline: it is {ov['status']} there, without a timing")
-                baseline = (ov if ov and ov["status"] == "ok" and ov.get("timing") and not base_why else None, why, old)
-            checks += kernel.judge(kernel.row("fresh sources", "—", *fresh), baseline)
+                why = base_why or (f"no {label}: shape {sid} is not in the {label} (new shape)" if old is None else
+                                   f"no {label}: {variant['name']} is not in the {label} (new variant)" if ov is None
+                                   else f"no {label}: it is {ov['status']} there, without a timing")
+                baselines.append((label, (ov if ov and ov["status"] == "ok" and ov.get("timing") and not base_why
+                                          else None, why, old)))
+            checks += kernel.judge(kernel.row("fresh sources", "—", *fresh), baselines)
     return checks
 
 
 def evaluate(cfg: Config, repo: Path, paths: list[Path] | None = None, *, ops: list[str] | None = None,
              shapes: list[str] | None = None, suite: str | None = None, variants: list[str] | None = None,
-             baseline: Path | None = None) -> list[Check]:
-    """Every check of every gated kernel in `paths` (default: all results files under profiles_dir)."""
+             baseline: Path | None = None, reference: Path | None = None) -> list[Check]:
+    """Every check of every gated kernel in `paths` (default: all results files under profiles_dir), with
+    regressions against `baseline` (the last run) and `reference` (a fixed run: small slowdowns that each
+    pass against the last run cannot add up past it)."""
     checks: list[Check] = []
     err = lambda where, reason, op="—": Check(where, op, "—", "—", "results", "—", ERROR, reason)  # noqa: E731
     if paths is None:
@@ -325,15 +346,17 @@ def evaluate(cfg: Config, repo: Path, paths: list[Path] | None = None, *, ops: l
                                                   f"`make profile ARGS='--op {op}'` first", op))
         if not paths and not checks:
             checks.append(err(_rel(profiles_dir), f"no results files under {_rel(profiles_dir)}; run `make profile`"))
-    base_docs = None
-    if baseline is not None:
-        files = results.find_all(baseline) if baseline.is_dir() else [baseline]
+    against: list[tuple[str, list[dict[str, Any]]]] = []
+    for label, where in (("baseline", baseline), ("reference run", reference)):
+        if where is None:
+            continue
+        files = results.find_all(where) if where.is_dir() else [where]
         try:
-            base_docs = [results.load(f) for f in files]
+            against.append((label, [results.load(f) for f in files]))
         except ResultsError as exc:
-            checks.append(err(_rel(baseline), f"baseline: {exc}"))
+            checks.append(err(_rel(where), f"{label}: {exc}"))
         if not files:
-            checks.append(err(_rel(baseline), f"baseline: no results files under {_rel(baseline)}"))
+            checks.append(err(_rel(where), f"{label}: no results files under {_rel(where)}"))
     for path in paths:
         try:
             doc = results.load(path)
@@ -341,7 +364,7 @@ def evaluate(cfg: Config, repo: Path, paths: list[Path] | None = None, *, ops: l
             checks.append(err(_rel(path), f"{exc}"))
             continue
         if not ops or doc["op"] in ops:
-            checks += _gate_file(path, doc, cfg, repo, shapes, suite, variants, base_docs)
+            checks += _gate_file(path, doc, cfg, repo, shapes, suite, variants, against)
     if not any(c.verdict != NA and c.target != "fresh sources" for c in checks):
         checks.append(err("—", "nothing was judged: no gated kernel at the selected ops, shapes and variants "
                                "has a target that applies"))

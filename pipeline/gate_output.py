@@ -1,10 +1,13 @@
-"""What the gate says: the terminal table, JUnit XML, the GitHub step summary, and the `gate` command.
+"""What the gate says: the terminal table or JSON, JUnit XML, the GitHub step summary, and the `gate` command.
 
 pipeline.gate judges; this module only reports its checks and returns the exit code.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -80,12 +83,22 @@ def markdown(checks: list[Check], code: ExitCode) -> str:
     return "\n".join(lines + ["", summary_line(checks, code), ""]) + "\n"
 
 
+def json_verdict(checks: list[Check], code: ExitCode) -> str:
+    """The verdict for scripts: the exit code and its meaning, the summary line, and every check's fields."""
+    return json.dumps({"exit_code": int(code), "verdict": HEADLINE[code], "summary": summary_line(checks, code),
+                       "checks": [dataclasses.asdict(c) for c in checks]}, indent=1, ensure_ascii=False)
+
+
 def run(cfg: Config, repo: Path, paths: list[Path] | None, *, console: Console, junit: Path | None = None,
-        **select: Any) -> ExitCode:
-    """The `gate` command: judge, print the table, write JUnit and the GitHub step summary; the exit code."""
+        as_json: bool = False, **select: Any) -> ExitCode:
+    """The `gate` command: judge, print the table (or JSON on stdout), write JUnit and the GitHub step summary;
+    the exit code."""
     checks = evaluate(cfg, repo, paths, **select)
     code = exit_code(checks)
-    print_table(checks, code, console)
+    if as_json:
+        sys.stdout.write(json_verdict(checks, code) + "\n")
+    else:
+        print_table(checks, code, console)
     if junit is not None:
         write_junit(checks, junit)
         console.print(f"JUnit: {_rel(junit)}")

@@ -2,8 +2,9 @@
 
 Checked statically (nothing is imported or run): it parses; imports torch, torch.nn, triton and
 triton.language; has at least one @triton.jit function and a `class ModelNew`; carries no test code
-(`if __name__`, get_inputs, get_init_inputs); every literal launch grid `kernel[(...)]` and every
-`grid = (...)` has at most 3 dimensions. Profiling it is then `make profile ARGS="--op OP --variant NAME"`.
+(`if __name__`, get_inputs, get_init_inputs); every launch grid written out has at most 3 dimensions: a
+tuple or list in `kernel[...]` or bound to `grid`, a `lambda meta: (...)` or a function returning one, and a
+name bound to any of these. Profiling it is then `make profile ARGS="--op OP --variant NAME"`.
 """
 from __future__ import annotations
 
@@ -60,15 +61,48 @@ def problems(source: str, filename: str) -> list[str]:
             found.append(f"line {n.lineno}: test code (`if __name__ ...`) is not allowed")
         if isinstance(n, ast.FunctionDef) and n.name in ("get_inputs", "get_init_inputs"):
             found.append(f"line {n.lineno}: {n.name} belongs to the reference, not a variant")
-    for node in ast.walk(tree):
-        grid = None
-        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id in jitted:
-            grid = node.slice
-        elif isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "grid" for t in node.targets):
-            grid = node.value
-        if isinstance(grid, ast.Tuple) and len(grid.elts) > 3:
-            found.append(f"line {node.lineno}: launch grid has {len(grid.elts)} dimensions (at most 3)")
+    bound = _bindings(tree)
+    grids = [node.slice for node in ast.walk(tree)
+             if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id in jitted]
+    grids += bound.get("grid", [])
+    seen: dict[int, ast.AST] = {}
+    for g in grids:
+        for dims in _grid_tuples(g, bound, 0):
+            seen.setdefault(id(dims), dims)
+    for dims in sorted(seen.values(), key=lambda n: n.lineno):
+        if len(dims.elts) > 3:
+            found.append(f"line {dims.lineno}: launch grid has {len(dims.elts)} dimensions (at most 3)")
     return found
+
+
+def _bindings(tree: ast.Module) -> dict[str, list[ast.AST]]:
+    """Everything each name is bound to anywhere in the file: assigned values and (for a `def`) its
+    returned values; a grid named at a launch may be any of them."""
+    bound: dict[str, list[ast.AST]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+            for t in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                if isinstance(t, ast.Name):
+                    bound.setdefault(t.id, []).append(node.value)
+        elif isinstance(node, ast.NamedExpr):
+            bound.setdefault(node.target.id, []).append(node.value)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            bound.setdefault(node.name, []).extend(
+                r.value for r in ast.walk(node) if isinstance(r, ast.Return) and r.value is not None)
+    return bound
+
+
+def _grid_tuples(node: ast.AST, bound: dict[str, list[ast.AST]], depth: int) -> list[ast.Tuple | ast.List]:
+    """The tuples and lists a launch-grid expression stands for, as far as the file spells them out."""
+    if isinstance(node, (ast.Tuple, ast.List)):
+        return [] if any(isinstance(e, ast.Starred) for e in node.elts) else [node]
+    if isinstance(node, ast.Lambda):
+        return _grid_tuples(node.body, bound, depth)
+    if isinstance(node, ast.IfExp):
+        return _grid_tuples(node.body, bound, depth) + _grid_tuples(node.orelse, bound, depth)
+    if isinstance(node, ast.Name) and depth < 8:      # bounded: `a = b; b = a` must not loop
+        return [t for v in bound.get(node.id, []) for t in _grid_tuples(v, bound, depth + 1)]
+    return []
 
 
 def add_variant(op: Op, candidate: Path, name: str | None, force: bool) -> Path:

@@ -64,13 +64,17 @@ def _note(w: ShapeWork, r: dict[str, Any], say: Say, tracker: Tracker) -> None:
     tracker.done()
 
 
-def _shape_job(w: ShapeWork, cfg: Config) -> dict[str, Any]:
+def _shape_job(w: ShapeWork, cfg: Config, only: str | None = None, held: frozenset[str] = frozenset()
+               ) -> dict[str, Any]:
+    """The worker's job for one shape: variants still to verify (just `only`, for a solo retry; never the
+    `held` ones waiting for theirs), and the verified ones and controls to time."""
     tol = cfg.verify.tolerance_for(w.shape.dtype)
     verified = [(i, v) for i, v in w.measure if w.done.get(v.name, {}).get("status") == "ok"]
     return {"id": w.id, "index": w.index, "params": w.shape.params, "dtype": w.shape.dtype,
             "tolerance": {"rtol": tol.rtol, "atol": tol.atol},
-            "verify": [variant_job(i, v) for i, v in w.measure if v.name not in w.done],
-            "time": [variant_job(i, v) for i, v in verified + w.controls]}
+            "verify": [variant_job(i, v) for i, v in w.measure if v.name not in w.done
+                       and (v.name == only if only else v.name not in held)],
+            "time": [] if only else [variant_job(i, v) for i, v in verified + w.controls]}
 
 
 def ahead_job(upcoming: list[ShapeWork]) -> dict[str, Any] | None:
@@ -100,12 +104,24 @@ def measure_op(op: Op, works: list[ShapeWork], workdir: Path, log: Path, device:
               "compile": cfg.worker.variant_timeout_s * max(1, most)}
     attempt = 0
     concurrent_compile = cfg.worker.precompile   # and off for restarts after a worker died while compiling
+    # A worker lost during a variant's check is not yet that variant's fault: work of another one may have
+    # taken it down (a kernel still running, the shared compile). Before it is charged, the variant is
+    # checked alone in a fresh worker with nothing compiled beside it; only failing there too blames it.
+    solo: tuple[ShapeWork, str] | None = None
+    lost: dict[tuple[str, str], str] = {}        # (shape, variant) -> why the shared worker died in it
     while todo := [w for w in works if not w.timed]:
         attempt += 1
         progress = sum(len(w.done) for w in works)
+        held = {w.id: frozenset(n for s, n in lost if s == w.id and n not in w.done) for w in todo}
         job = {"mode": "measure", "op": op.name, "reference": str(op.reference), "device": device,
-               "seeds": cfg.verify.seeds, "timing": vars(cfg.timing).copy(), "precompile": concurrent_compile,
-               "shapes": [_shape_job(w, cfg) for w in todo], "ahead": ahead_job(upcoming or [])}
+               "seeds": cfg.verify.seeds, "wide_inputs": cfg.verify.wide_inputs,
+               "timing": vars(cfg.timing).copy(), "precompile": concurrent_compile,
+               "shapes": [_shape_job(w, cfg, held=held[w.id]) for w in todo], "ahead": ahead_job(upcoming or [])}
+        if solo is None:
+            solo = next(((w, n) for w in todo for n in held[w.id]), None)
+        if solo is not None:
+            job.update(shapes=[_shape_job(solo[0], cfg, only=solo[1])], verify_only=True, precompile=False,
+                       ahead=None)
         run = WorkerRun(worker, job, workdir, f"measure-{attempt}", log, limits)
         since = run.started
         for e in run.events():
@@ -130,15 +146,22 @@ def measure_op(op: Op, works: list[ShapeWork], workdir: Path, log: Path, device:
                 w.wall["time"] += e["t"] - since
                 since, w.timed = e["t"], True
                 tracker.done()
+        if solo is not None:
+            w, name = solo
+            solo = None
+            if name not in w.done:      # it took a fresh worker down on its own too: now it is charged
+                _note(w, {"name": name, "status": "timeout" if run.killed else "crashed",
+                          "error": f"{run.why()} (alone in a fresh worker; first: {lost[(w.id, name)]})"},
+                      say, tracker)
+            continue
         if run.ended or all(w.timed for w in works):     # past the last shape: only the compile ahead was left
             break
         w = by_id.get(run.shape or "")
         moved = sum(len(t.done) for t in works) > progress
         if w is not None and run.phase == "verify" and run.current is not None:
             if run.current not in w.done:
-                _note(w, {"name": run.current, "status": "timeout" if run.killed else "crashed",
-                          "error": run.why()}, say, tracker)
-            continue    # restart on the variants still to do
+                lost[(w.id, run.current)] = run.why()
+            continue    # the variant is retried alone before anything else runs
         if run.phase == "compile":
             # the concurrent compile took the worker down (a compiler crash, or past its limit): say so and
             # go on compiling one kernel at a time, where a failure is charged to its own variant

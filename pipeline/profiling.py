@@ -31,7 +31,7 @@ from pipeline.config import Config, Shape
 from pipeline.errors import NoGpuError
 from pipeline.measure import Quiet, Say, Tracker, variant_job, measure_ceilings, measure_op
 from pipeline.ops import Op, Variant
-from pipeline.supervise import REPO, Worker, child_env, kill_all, read_events, track
+from pipeline.supervise import Worker, child_env, kill_all, read_events, track
 
 
 def gpu_present() -> tuple[bool, str]:
@@ -183,7 +183,7 @@ def assemble(w: ShapeWork, prof: dict[str, Any] | None, picked: set[str], select
             variants.append(rec)
             continue
         measured = w.done.get(v.name) or {"name": v.name, "status": "worker-error", "error": "not measured"}
-        rec = {"name": v.name, "file": os.path.relpath(v.file, REPO), "stem": v.stem, "layout": v.layout,
+        rec = {"name": v.name, "file": os.path.relpath(v.file, w.root), "stem": v.stem, "layout": v.layout,
                "config": v.config, "baseline": v.baseline, "index": i,
                "source_sha256": v.sha256,
                "cache_key": variant_key(v, w.key), "measured_at": now, "cached": False}
@@ -211,6 +211,7 @@ def assemble(w: ShapeWork, prof: dict[str, Any] | None, picked: set[str], select
         "min_bytes": w.min_bytes,
         "flops": op.flops(w.shape.params), "reference_sha256": op.reference_sha256,
         "reference": {"timing": timing.get("__reference__")}, "copy": {"timing": timing.get("__copy__")},
+        "matmul": {"timing": timing.get("__matmul__")},
         "errors": w.errors, "worker_log": worker_log,
         # which GPU measured this shape: lanes of one host may differ in their unit, never in their model
         "measured_on": {k: facts.get(k) for k in PER_GPU},
@@ -268,8 +269,11 @@ def profile_op_shapes(op: Op, works: list[ShapeWork], out_dir: Path, ncu_path: s
 
 def run(ops: list[Op], cfg: Config, shape_filter: list[str] | None, require_gpu: bool, say: Say,
         device: str = "cuda", suite: str | None = None, force: bool = False,
-        gpus: list[str] | None = None, tracker: Tracker | None = None) -> list[Path] | None:
+        gpus: list[str] | None = None, tracker: Tracker | None = None, root: Path | None = None) -> list[Path] | None:
     """Profile every op × shape; returns the results files written, or None when there is no GPU.
+
+    `root`: the project root; a relative profiles_dir lies under it, and results name source files relative
+    to it (default: the working directory).
 
     Variants whose cache key (variant_key) matches their stored record are not measured again unless
     `force`. With several GPUs (`gpus`, default: every visible one) shapes are spread over one lane per GPU.
@@ -289,11 +293,15 @@ def run(ops: list[Op], cfg: Config, shape_filter: list[str] | None, require_gpu:
         ops = [_only_available(op, bases, say) for op in ops]
     lanes_for = gpus if gpus is not None else (shard.visible_gpus() if device == "cuda" else [])
     # one worker per lane; a single lane pins its GPU only when one was asked for
-    workers = {gpu: Worker(gpu) for gpu in lanes_for} if len(lanes_for) > 1 else \
-        {None: Worker(lanes_for[0] if lanes_for and gpus is not None else None)}
+    root = (root or Path.cwd()).resolve()
+    workers = {gpu: Worker(gpu, device, root) for gpu in lanes_for} if len(lanes_for) > 1 else \
+        {None: Worker(lanes_for[0] if lanes_for and gpus is not None else None, device, root)}
     try:
         return _run_lanes(ops, cfg, shape_filter, say, device, suite, force, lanes_for, workers, ncu_path,
-                          tracker)
+                          tracker, root)
+    except BaseException:
+        kill_all()      # an interrupt or a failure: end every worker and ncu now, not after their jobs
+        raise
     finally:
         for worker in workers.values():
             worker.close()
@@ -301,9 +309,9 @@ def run(ops: list[Op], cfg: Config, shape_filter: list[str] | None, require_gpu:
 
 def _run_lanes(ops: list[Op], cfg: Config, shape_filter: list[str] | None, say: Say, device: str,
                suite: str | None, force: bool, lanes_for: list[str], workers: dict[str | None, Worker],
-               ncu_path: str, tracker: Tracker) -> list[Path]:
+               ncu_path: str, tracker: Tracker, root: Path) -> list[Path]:
     facts = host_facts(device, ncu_path)
-    profiles = REPO / cfg.profiles_dir if not Path(cfg.profiles_dir).is_absolute() else Path(cfg.profiles_dir)
+    profiles = root / cfg.profiles_dir
     docs: dict[str, tuple[Path, dict[str, Any]]] = {}
     pending: list[shard.Item] = []
     ceilings: list[dict[str, Any] | None] = []    # measured at most once per run, shared by every op's file
@@ -316,6 +324,7 @@ def _run_lanes(ops: list[Op], cfg: Config, shape_filter: list[str] | None, say: 
         for shape in (s for s in listed if not shape_filter or s.id in shape_filter):
             key = shape_key(op, shape, facts)
             work = plan_shape(op, shape, stored.get(shape.id), key, force)
+            work.root = root
             if not work.measure:
                 say(f"[bold]{escape(op.name)}[/] {escape(shape.id)}: unchanged since "
                     f"{stored[shape.id].get('measured_at')}, cached (--force re-measures)")

@@ -1,6 +1,8 @@
 """Rank correct variants by event-timed median and name the recommended grid layout.
 
-Two variants tie when their interquartile ranges overlap: the ranking between them is noise.
+Two variants tie when their interquartile ranges overlap, or when their medians are within TIE_MARGIN
+of each other: the ranking between them is noise. The margin is the practical-equivalence bound: on
+one H200, re-running the same variants moved medians by up to 1.95 %, so a smaller win is not a win.
 """
 from __future__ import annotations
 
@@ -24,8 +26,17 @@ class Recommendation:
     cluster: tuple[int, int, int] | None = None     # None: launched without clusters (or not measured)
 
 
+TIE_MARGIN = 0.02
+
+
 def overlaps(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return a["p25_ms"] <= b["p75_ms"] and b["p25_ms"] <= a["p75_ms"]
+
+
+def tied(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Timings `a` and `b` cannot be told apart: overlapping quartiles or medians within TIE_MARGIN."""
+    lo, hi = sorted((a["median_ms"], b["median_ms"]))
+    return overlaps(a, b) or hi <= lo * (1 + TIE_MARGIN)
 
 
 def ranked(shape: dict[str, Any]) -> list[dict[str, Any]]:
@@ -40,7 +51,7 @@ def recommend(shape: dict[str, Any]) -> Recommendation | None:
         return None
     best = order[0]
     bt = best["timing"]
-    ties = [v["name"] for v in order[1:] if overlaps(bt, v["timing"])]
+    ties = [v["name"] for v in order[1:] if tied(bt, v["timing"])]
     base = [v for v in order if v.get("baseline")]
     ref = (shape.get("reference") or {}).get("timing")
     return Recommendation(

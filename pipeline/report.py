@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import re
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -287,8 +287,9 @@ def draw_all(docs: list[dict[str, Any]]) -> list[list[list[Chart]]]:
     jobs = [(d["op"], s, _colors(d)) for d in docs for s in d["shapes"]]
     workers = min(len(jobs), os.cpu_count() or 1, MAX_DRAW_PROCESSES)
     if workers > 1:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            drawn = iter(list(pool.map(_draw, jobs)))
+        # a Pool, not an executor: leaving it (an interrupt, SIGTERM) terminates its processes at once
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            drawn = iter(pool.map(_draw, jobs))
     else:
         drawn = iter([_draw(j) for j in jobs])
     return [[next(drawn) for _ in d["shapes"]] for d in docs]
@@ -348,26 +349,58 @@ def _current(inputs: str, pages: list[Path], reports_dir: Path) -> bool:
     return f'<meta name="pipeline-digest" content="{inputs}">' in index.read_text()
 
 
-def render(paths: list[Path], reports_dir: Path, replayed: bool) -> list[Path]:
-    """Write one page per results file plus the index; returns the files written (index first).
-    Nothing is written when the pages on disk were rendered from the same inputs (a rerun that measured
-    nothing re-renders in no time)."""
-    docs = [results.load(p) for p in paths]      # each file read once
-    inputs = digest(paths, replayed)
-    names = page_names(docs)
-    if _current(inputs, [reports_dir / n for n in names], reports_dir):
-        return [reports_dir / "index.html", *(reports_dir / n for n in names)]
+def index_entry(doc: dict[str, Any], path: Path, reports_dir: Path, replayed: bool, filename: str) -> OpPage:
+    """What the index shows of an op whose page is not rendered now: its shapes' headlines, no charts."""
+    shapes = [shape_view(s, doc["environment"], path.parent, reports_dir) for s in doc["shapes"]]
+    return OpPage(op=doc["op"], replay_note=replay_note(doc) if replayed else "",
+                  gpu=str(doc["environment"].get("gpu_name", "?")), created=str(doc.get("created", "—")),
+                  environment=[], commands=[], thresholds=[], glossary=[],
+                  results_href=_href(path.parent, reports_dir, path.name), results_name="/".join(path.parts[-4:]),
+                  sweep_chart=None, shapes=shapes, filename=filename)
+
+
+_INDEX_LINK = re.compile(r'<h2><a href="([a-z0-9._-]+\.html)">')
+
+
+def _listed(index: Path) -> set[str]:
+    """The op pages an index written by render() links to."""
+    try:
+        return set(_INDEX_LINK.findall(index.read_text()))
+    except OSError:
+        return set()
+
+
+def render(paths: list[Path], reports_dir: Path, replayed: bool, index: list[Path] | None = None) -> list[Path]:
+    """Write one page per results file of `paths` and the index over `index` (default: `paths`; the files in
+    `paths` are always listed); returns the files written (index first).
+
+    The index lists every results file it is given, so rendering one op keeps the others on it; their pages
+    are rendered only where missing. Pages the previous index listed and this one does not (their results
+    are gone) are deleted. Nothing is written when the pages on disk were rendered from the same inputs (a
+    rerun that measured nothing re-renders in no time)."""
+    paths = [p.resolve() for p in paths]
+    listed = list(dict.fromkeys([*(p.resolve() for p in index or []), *paths]))
+    docs = {p: results.load(p) for p in listed}      # each file read once
+    names = dict(zip(listed, page_names([docs[p] for p in listed])))
+    inputs = digest(listed, replayed)
+    if _current(inputs, [reports_dir / n for n in names.values()], reports_dir):
+        return [reports_dir / "index.html", *(reports_dir / names[p] for p in listed)]
+    todo = [p for p in listed if p in paths or not (reports_dir / names[p]).exists()]
     env = environment()
-    pages = [op_page(doc, p, reports_dir, replayed, drawn, name)
-             for doc, p, drawn, name in zip(docs, paths, draw_all(docs), names)]
+    pages = {p: op_page(docs[p], p, reports_dir, replayed, drawn, names[p])
+             for p, drawn in zip(todo, draw_all([docs[p] for p in todo]))}
     written = []
-    for page in pages:
+    for page in pages.values():
         out = reports_dir / page.filename
         results.write_atomic(out, env.get_template("op.html").render(page=page))
         written.append(out)
+    entries = [pages.get(p) or index_entry(docs[p], p, reports_dir, replayed, names[p]) for p in listed]
     # one note per recording (GPU and date) among the pages
-    index = IndexPage(replay_note=" ".join(dict.fromkeys(p.replay_note for p in pages)) if replayed else "",
-                      ops=pages, digest=inputs)
+    page = IndexPage(replay_note=" ".join(dict.fromkeys(e.replay_note for e in entries)) if replayed else "",
+                     ops=entries, digest=inputs)
     out = reports_dir / "index.html"
-    results.write_atomic(out, env.get_template("index.html").render(page=index))
+    stale = _listed(out) - set(names.values())
+    results.write_atomic(out, env.get_template("index.html").render(page=page))
+    for name in stale:
+        (reports_dir / name).unlink(missing_ok=True)
     return [out, *written]

@@ -91,3 +91,14 @@ def find_all(profiles_dir: Path) -> list[Path]:
 def source_sha256(path: str | Path) -> str:
     """The hash stored per variant and reference (`source_sha256`, `reference_sha256`) and checked by the gate."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def source_path(stored: str, root: Path, kernels_dir: Path, op: str) -> Path:
+    """A source file named in a results file (relative to the project root it was measured in): under `root`
+    where it is there, else the file of that name in this project's `kernels_dir`/<op>/ (results copied from
+    a project laid out otherwise); the path under `root` when neither exists."""
+    at = root / stored
+    if at.exists():
+        return at
+    moved = kernels_dir / op / Path(stored).name
+    return moved if moved.exists() else at

@@ -4,6 +4,7 @@ these numbers, never ncu's duration (ncu locks clocks to base, flushes and repla
 from __future__ import annotations
 
 import math
+import random
 import statistics
 import time
 from types import ModuleType
@@ -19,8 +20,10 @@ from pipeline.supervise import Events
 
 def _stats(samples: list[float]) -> dict[str, Any]:
     q = statistics.quantiles(samples, n=4, method="inclusive") if len(samples) > 1 else samples * 3
+    # the repeats themselves, in the order taken, for the gate's rank statistics (pipeline/compare.py)
     return {"median_ms": statistics.median(samples), "p25_ms": q[0], "p75_ms": q[2],
-            "min_ms": min(samples), "max_ms": max(samples), "reps": len(samples)}
+            "min_ms": min(samples), "max_ms": max(samples), "reps": len(samples),
+            "samples": [float(f"{x:.6g}") for x in samples]}
 
 
 def time_once(fn: Callable[[], Any], device: str) -> float:
@@ -103,7 +106,11 @@ def measure(candidates: dict[str, Callable[[], Any]], estimates_ms: dict[str, fl
                 for name, med in raced.items():
                     if med > cfg.race * best:
                         reps[name] = min(reps[name], cfg.min_reps)
-        for name, fn in candidates.items():
+        # a fresh order every round (seeded, so a rerun repeats it): a slot that drifts, such as the first
+        # after the spin or the last before a sync, falls on every candidate alike
+        order = list(candidates.items())
+        random.Random(r).shuffle(order)
+        for name, fn in order:
             n = min(math.ceil(reps[name] / cfg.rounds), reps[name] - len(samples[name]))
             if n <= 0:
                 continue
@@ -131,6 +138,10 @@ def measure(candidates: dict[str, Callable[[], Any]], estimates_ms: dict[str, fl
     return {n: {**_stats(s), "host_ms": host_ms[n]} for n, s in samples.items()}
 
 
+CONTROLS = ("__reference__", "__copy__", "__matmul__")
+MATMUL_N = 2048     # fp16 N×N×N: ~0.03 ms on an H100, compute-bound, small beside any shape's timing
+
+
 def time_variants(job: dict[str, Any], shape: dict[str, Any], ref_mod: ModuleType, ref_model: Any,
                   models: dict[str, Any], l2_bytes: int, ev: Events) -> None:
     """Time the verified variants, torch eager and a device copy of the op's minimal bytes, interleaved."""
@@ -146,7 +157,11 @@ def time_variants(job: dict[str, Any], shape: dict[str, Any], ref_mod: ModuleTyp
         # a device-to-device copy reading and writing min_bytes in total: the bandwidth ceiling
         src = torch.empty(min_bytes // 2, dtype=torch.uint8, device=device)
         dst = torch.empty_like(src)
-        candidates = {"__reference__": lambda: ref_model(*inputs), "__copy__": lambda: dst.copy_(src)}
+        # a compute-bound control beside the memory-bound copy: a runner with other SM clocks moves it
+        a = torch.randn(MATMUL_N if device != "cpu" else 64, MATMUL_N if device != "cpu" else 64,
+                        device=device, dtype=torch.float16 if device != "cpu" else torch.float32)
+        candidates = {"__reference__": lambda: ref_model(*inputs), "__copy__": lambda: dst.copy_(src),
+                      "__matmul__": lambda: a @ a}
         for v in shape["time"]:      # verified in an earlier worker, or cached and re-timed as a control
             models[v["name"]] = build(v, init_inputs, device, job["op"])[0]
         for name, model in models.items():
@@ -156,8 +171,8 @@ def time_variants(job: dict[str, Any], shape: dict[str, Any], ref_mod: ModuleTyp
             fn()   # compile / warm before sizing the repeat count
             estimates[name] = time_once(fn, device)
         stats = measure(candidates, estimates, TimingConfig(**job["timing"]), l2_bytes, device,
-                               controls=frozenset({"__reference__", "__copy__"}))
-        del src, dst, candidates
+                               controls=frozenset(CONTROLS))
+        del src, dst, a, candidates
         after = recheck(models, inputs, ref_mod, ref_model, shape, device)
     ev.emit("timing", stats=stats, min_bytes=min_bytes, after=after, shape=sid)
 

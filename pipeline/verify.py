@@ -26,7 +26,9 @@ DTYPE = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.b
 CHUNK = 1 << 26  # elements compared at once: bounds the comparison's extra memory at full shapes
 
 
-def make_inputs(ref: ModuleType, dtype: str, seed: int, device: str) -> list[Any]:
+def make_inputs(ref: ModuleType, dtype: str, seed: int, device: str, wide: float = 0.0) -> list[Any]:
+    """The reference's get_inputs() under `seed`, floating tensors cast to `dtype`; with `wide`, floating
+    inputs are mapped to (2x - 1) · wide first (signed, beyond [0, 1))."""
     torch.manual_seed(seed)
     with torch.device(device):
         inputs = ref.get_inputs()
@@ -35,7 +37,7 @@ def make_inputs(ref: ModuleType, dtype: str, seed: int, device: str) -> list[Any
         if isinstance(t, torch.Tensor):
             t = t.to(device)
             if t.is_floating_point():
-                t = t.to(DTYPE[dtype])
+                t = ((2 * t - 1) * wide if wide else t).to(DTYPE[dtype])
         out.append(t)
     return out
 
@@ -236,19 +238,20 @@ class Seeds:
 
     def __init__(self, job: dict[str, Any], shape: dict[str, Any], ref_mod: ModuleType, ref_model: Any):
         self.job, self.shape, self.ref_mod, self.ref_model = job, shape, ref_mod, ref_model
-        self.refs: dict[int, torch.Tensor] = {}
+        self.refs: dict[tuple[int, float], torch.Tensor] = {}
         self.budget = (SEED_CACHE_FRACTION * torch.cuda.get_device_properties(0).total_memory
                        if job["device"] != "cpu" else SEED_CACHE_CPU_BYTES)
 
-    def get(self, seed: int) -> tuple[list[Any], torch.Tensor]:
-        inputs = make_inputs(self.ref_mod, self.shape["dtype"], seed, self.job["device"])
-        if seed in self.refs:
-            return inputs, self.refs[seed]
+    def get(self, seed: int, wide: float = 0.0) -> tuple[list[Any], torch.Tensor]:
+        inputs = make_inputs(self.ref_mod, self.shape["dtype"], seed, self.job["device"], wide)
+        key = (seed, wide)
+        if key in self.refs:
+            return inputs, self.refs[key]
         half = self.shape["dtype"] != "float32"
         ref_out = self.ref_model(*(upcast(inputs) if half else inputs))
         held = sum(r.numel() * r.element_size() for r in self.refs.values())
         if isinstance(ref_out, torch.Tensor) and held + ref_out.numel() * ref_out.element_size() <= self.budget:
-            self.refs[seed] = ref_out
+            self.refs[key] = ref_out
         return inputs, ref_out
 
 
@@ -292,18 +295,22 @@ def verify_variants(job: dict[str, Any], shape: dict[str, Any], ref_mod: ModuleT
         checks, status, error, first_call = [], "ok", "", None
         try:
             with torch.no_grad():
-                for i, seed in enumerate(job["seeds"]):
-                    inputs, ref_out = seeds.get(seed)
+                wide = job.get("wide_inputs", 0.0)
+                plan = [(seed, 0.0) for seed in job["seeds"]] + ([(job["seeds"][0], wide)] if wide else [])
+                for i, (seed, scale) in enumerate(plan):
+                    inputs, ref_out = seeds.get(seed, scale)
                     t0 = time.perf_counter()
                     out, check = guarded_check(model, inputs, ref_out, tol, device, SENTINELS[i % len(SENTINELS)])
                     if i == 0:
                         first_call = time.perf_counter() - t0
                     check["seed"] = seed
+                    if scale:
+                        check["wide_inputs"] = scale
                     checks.append(check)
                     del out, ref_out
                     if not check["ok"]:
                         status = "suspect" if check.get("suspect") else "incorrect"
-                        error = f"seed {seed}: {check['reason']}"
+                        error = f"seed {seed}{f' (inputs signed, x{scale:g})' if scale else ''}: {check['reason']}"
                         break
         except BaseException as exc:  # noqa: BLE001
             status, error = classify(exc)

@@ -168,8 +168,8 @@ def test_memory_bound_by_ncu_percentages_without_the_roofline(sample_doc):
     shape = shape_of(sample_doc, "L1-36")
     seed = variant(shape, "seed_2d_tiles")
     b = analysis.classify(seed, shape, sample_doc["environment"])
-    mem = analysis.memory_pct(analysis.dominant_kernel(seed))
-    assert b.kind == "memory-bound" and f"memory {mem:.1f} % ≥ 60 %" in b.rule
+    dram = analysis.m(analysis.dominant_kernel(seed), analysis.DRAM)
+    assert b.kind == "memory-bound" and f"DRAM {dram:.1f} % ≥ 60 %" in b.rule
 
 
 def test_latency_and_launch_bound(every_variant_doc, fixture_doc):
@@ -214,3 +214,34 @@ def test_compute_roofline_only_for_ops_that_declare_flops(fixture_doc):
     assert r.compute_ms == pytest.approx(3e9 / (rate * 1e12) * 1e3)
     v = recommend.recommend(shape).variant
     assert analysis.roofline_fractions(v, shape, env)[1] == pytest.approx(r.compute_ms / v["timing"]["median_ms"])
+
+
+def test_memory_bound_is_dram_bound_and_onchip_pressure_is_its_own_finding(sample_doc):
+    """A kernel whose L1/shared traffic keeps the memory system busy while DRAM idles is not memory-bound."""
+    seen = 0
+    for shape in sample_doc["shapes"]:
+        for v in shape["variants"]:
+            k = analysis.dominant_kernel(v)
+            onchip, dram = analysis.m(k, analysis.MEM), analysis.m(k, analysis.DRAM)
+            if onchip is None or dram is None:
+                continue
+            b = analysis.classify(v, shape, sample_doc["environment"])
+            if b.kind == "memory-bound" and "roofline" not in b.rule:
+                assert "DRAM" in b.rule and dram * (analysis.clock_ratio(v) or 1) >= 60 * 0.95, (v["name"], b)
+            pressure = [f for f in analysis.findings(v, shape, sample_doc["environment"]) if f.metric == analysis.MEM]
+            assert bool(pressure) == (onchip - dram >= analysis.t("l1_pressure_gap_pct"))
+            seen += 1
+    assert seen > 10
+
+
+def test_clock_ratio_flagged_beyond_five_percent(sample_doc):
+    flagged = 0
+    for shape in sample_doc["shapes"]:
+        for v in shape["variants"]:
+            ratio = analysis.clock_ratio(v)
+            if ratio is None:
+                continue
+            found = [f for f in analysis.findings(v, shape, sample_doc["environment"]) if f.metric == analysis.DUR]
+            assert bool(found) == (abs(ratio - 1) > 0.05), (v["name"], ratio)
+            flagged += bool(found)
+    assert flagged > 0

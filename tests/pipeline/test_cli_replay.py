@@ -16,7 +16,9 @@ def run(*args, cwd=REPO):
 
 def test_no_gpu_replays_recorded_samples(tmp_path):
     cfg = tmp_path / "pipeline.yaml"
-    cfg.write_text(f"reports_dir: {tmp_path / 'reports'}\n")
+    # a config file's folder is the project root: the recorded samples are named by absolute path
+    cfg.write_text(f"kernels_dir: {REPO / 'kernels'}\nprofiles_dir: {REPO / 'profiles'}\n"
+                   f"reports_dir: {tmp_path / 'reports'}\n")
     proc = run("--config", str(cfg), "profile")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
@@ -31,11 +33,11 @@ def test_no_gpu_replays_recorded_samples(tmp_path):
 def test_require_gpu_is_an_error_without_one():
     proc = run("profile", "--require-gpu")
     assert proc.returncode == 3
-    assert "no NVIDIA GPU" in proc.stdout and "--require-gpu" in proc.stdout
+    assert "no NVIDIA GPU" in proc.stderr and "--require-gpu" in proc.stderr
 
 
 def test_bad_config_exits_2_before_any_gpu_work(tmp_path):
     cfg = tmp_path / "pipeline.yaml"
     cfg.write_text("timing:\n  rouns: 3\n")
     proc = run("--config", str(cfg), "profile", "--require-gpu")
-    assert proc.returncode == 2 and "Did you mean 'rounds'" in proc.stdout
+    assert proc.returncode == 2 and "Did you mean 'rounds'" in proc.stderr

@@ -59,7 +59,8 @@ def targets(tmp_path, text: str) -> Path:
 
 def evaluate(cfg_path=None, paths=(), **select):
     cfg = config_mod.load_root(Path(cfg_path) if cfg_path else None)
-    return gate.evaluate(cfg, REPO, [Path(p) for p in paths] or None, **select)
+    root = Path(cfg_path).parent if cfg_path else REPO      # a config file's folder is its project's root
+    return gate.evaluate(cfg, root, [Path(p) for p in paths] or None, **select)
 
 
 def row(checks, variant, target_prefix):

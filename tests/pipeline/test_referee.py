@@ -56,16 +56,17 @@ def test_honest_checks_are_poisoned_with_both_sentinels(cheats_run):
         assert honest["after_timing"]["ok"] and honest["after_timing"]["poisoned"]
 
 
-def _checks(tmp_path, source, dtype, device="cpu"):
+def _checks(tmp_path, source, dtype, device="cpu", **extra):
     """verify_variants on one variant file at a small RMSNorm shape (the faults fixture's reference)."""
     (tmp_path / "v.py").write_text(source)
     params = {"batch_size": 2, "features": 6, "dim1": 5, "dim2": 7}
     job = {"op": "guard_t", "reference": str(FIXTURES / "faulty" / "kernels" / "faults" / "reference.py"),
-           "device": device, "seeds": [0, 1, 2], "params": params}
+           "device": device, "seeds": [0, 1, 2], "params": params, **extra}
     shape = {"id": "tiny", "index": 0, "params": params, "dtype": dtype, "tolerance": {"rtol": 1e-2, "atol": 1e-2},
              "verify": [{"index": 0, "name": "v", "file": str(tmp_path / "v.py"), "config": {}}], "time": []}
     ref_mod = build.load_reference(job)
     events = tmp_path / "events.jsonl"
+    events.unlink(missing_ok=True)
     build.MODULES.pop(("guard_t", 0), None)
     verify.verify_variants(job, shape, ref_mod, build.reference_model(ref_mod, device), supervise.Events(str(events)))
     return next(e["result"] for e in map(json.loads, events.read_text().splitlines()) if e["event"] == "variant")
@@ -97,6 +98,25 @@ def test_the_finite_sentinel_catches_nan_masking(tmp_path):
     masking = UNWRITTEN.replace("return out", "return torch.nan_to_num(out, nan=0.0)")
     r = _checks(tmp_path, masking, "float32")
     assert r["status"] == "incorrect"
+
+
+SIGN_BUG = '''
+import torch, torch.nn as nn
+class ModelNew(nn.Module):
+    def __init__(self, num_features, eps=1e-5):
+        super().__init__()
+    def forward(self, x):
+        xf = x.float()
+        return (xf.abs() / torch.sqrt(torch.mean(xf ** 2, dim=1, keepdim=True) + 1e-5)).to(x.dtype)
+'''
+
+
+def test_wide_signed_inputs_catch_a_sign_bug(tmp_path):
+    # right on KernelBench's [0, 1) inputs, wrong for negative ones
+    assert _checks(tmp_path, SIGN_BUG, "float32")["status"] == "ok"
+    r = _checks(tmp_path, SIGN_BUG, "float32", wide_inputs=100.0)
+    assert r["status"] == "incorrect" and "(inputs signed, x100)" in r["error"], r
+    assert r["checks"][-1]["wide_inputs"] == 100.0 and all(c["ok"] for c in r["checks"][:-1])
 
 
 def test_guard_fills_every_uninitialised_allocation():
