@@ -281,7 +281,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
                            console=stderr if args.json else console, as_json=args.json,
                            junit=Path(args.junit) if args.junit else None, ops=args.op, shapes=args.shape,
                            suite=args.suite, variants=args.variant,
-                           baseline=Path(args.baseline).resolve() if args.baseline else None)
+                           baseline=Path(args.baseline).resolve() if args.baseline else None,
+                           reference=Path(args.reference).resolve() if args.reference else None)
 
 
 def version() -> str:
@@ -360,6 +361,8 @@ def parser() -> argparse.ArgumentParser:
                     help="gate this variant, file stem or full name (repeatable; default: targets.gate, else the "
                          "recommended one per shape)")
     gt.add_argument("--baseline", help="results.json or profiles folder to check regressions against (e.g. main's)")
+    gt.add_argument("--reference", help="a fixed results set checked as well as --baseline (e.g. the last release's), "
+                                        "so slowdowns too small to fail against the last run cannot add up")
     gt.add_argument("--profiles-dir", help="read results here instead of profiles_dir")
     gt.add_argument("--junit", help="also write JUnit XML here (one testcase per kernel × target)")
     gt.add_argument("--json", action="store_true", help="print the verdict and every check as JSON instead of "
