@@ -220,3 +220,10 @@ def test_an_anchor_inside_itself_is_an_error_not_a_crash(tmp_path):
     p = write(tmp_path, "pipeline.yaml", "verify:\n  seeds: &s [0, *s]\n")
     with pytest.raises(ConfigError, match=r"pipeline.yaml:2: 'verify.seeds\[1\]' must be a single int"):
         config.load_root(p)
+
+
+def test_readme_tolerance_table_is_the_built_in_one():
+    from pipeline.config import DEFAULT_TOLERANCES
+    readme = (REPO / "README.md").read_text()
+    for dtype, tol in DEFAULT_TOLERANCES.items():
+        assert f"| {dtype} | {tol.rtol:g} | {tol.atol:g} |" in readme, dtype
