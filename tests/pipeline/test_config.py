@@ -226,4 +226,4 @@ def test_readme_tolerance_table_is_the_built_in_one():
     from pipeline.config import DEFAULT_TOLERANCES
     readme = (REPO / "README.md").read_text()
     for dtype, tol in DEFAULT_TOLERANCES.items():
-        assert f"| {dtype} | {tol.rtol:g} | {tol.atol:g} |" in readme, dtype
+        assert f"| {dtype} | {tol.rtol:.0e} | {tol.atol:.0e} |".replace("e-0", "e-") in readme, dtype
