@@ -26,8 +26,9 @@ import pipeline
 from pipeline import config as config_mod
 from pipeline import errors as errors_mod
 from pipeline import ops as ops_mod
-from pipeline import (export, gate_output, ingest, jsonout, newop, profiling, recommend, report, results, stages,
-                      supervise)
+# report and export (matplotlib, through the charts) are imported by the commands that draw: gate, list and
+# config start without them
+from pipeline import gate_output, ingest, jsonout, newop, profiling, recommend, results, stages, supervise
 from pipeline.errors import ConfigError, ExitCode, PipelineError
 
 START = time.monotonic()
@@ -82,6 +83,7 @@ def _write_json(path: str, doc: dict) -> None:
 
 def _summary(paths: list[Path]) -> bool:
     """Print each shape's table; True if any variant failed (not ok, not unsupported)."""
+    from pipeline import report
     failed = False
     for path in paths:
         doc = results.load(path)
@@ -145,6 +147,8 @@ class ProgressBar:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
+    from pipeline import export
+    from pipeline import report
     proj = _project(args)
     cfg = proj.cfg
     ops = ops_mod.discover(cfg, proj.root, args.op)
@@ -167,7 +171,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         written = profiling.run(ops, cfg, args.shape, args.require_gpu, console.print, device=args.device,
                                 suite=args.suite, force=args.force,
                                 gpus=[g for g in args.gpus.split(",") if g] if args.gpus else None,
-                                tracker=ProgressBar(progress), root=proj.root)
+                                tracker=ProgressBar(progress), root=proj.root, backend=args.backend,
+                                ray_address=args.ray_address, gpu_model=args.gpu_model, job_timeout=args.job_timeout)
     present = results.find_all(proj.profiles)     # the index lists every op with results, not only these
     if written is None:
         recorded = [p for p in present if results.load(p)["op"] in {o.name for o in ops}]
@@ -206,6 +211,7 @@ def _results_for(proj: Project, op: str, path: str | None) -> dict:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from pipeline import export
     doc = _results_for(_project(args), args.op, args.results)
     shape, variant = export.find(doc, args.variant or export.best_name(doc["shapes"][0]) or "", args.shape)
     wanted = export.stage_named(args.stage).metrics() if args.stage else None
@@ -214,6 +220,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_prompt(args: argparse.Namespace) -> int:
+    from pipeline import export
     proj = _project(args)
     doc = _results_for(proj, args.op, args.results)
     shape, variant = export.find(doc, args.variant or export.best_name(doc["shapes"][0]) or "", args.shape)
@@ -242,12 +249,16 @@ def cmd_new_op(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from pipeline import report
     proj = _project(args)
     present = results.find_all(proj.profiles)
     paths = [Path(p).resolve() for p in args.results] or present
     if not paths:
         raise PipelineError(f"no results files under {proj.profiles}; run `{PROG} profile` first")
-    pages = report.render(paths, proj.reports, replayed=not args.live, index=present)
+    baseline = Path(args.baseline).expanduser().resolve() if args.baseline else None
+    if baseline and not baseline.exists():
+        raise PipelineError(f"--baseline {args.baseline}: no such results file or folder")
+    pages = report.render(paths, proj.reports, replayed=not args.live, index=present, baseline=baseline)
     console.print(f"Report: {_rel(pages[0])}")
     return ExitCode.OK
 
@@ -292,6 +303,16 @@ def version() -> str:
         return pipeline.__version__
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="the project's config file; its folder is the project root (default: "
@@ -313,6 +334,17 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--force", action="store_true", help="re-measure shapes whose inputs did not change")
     pr.add_argument("--gpus", help="comma-separated GPU ids to spread shapes over, one lane each "
                                    "(default: every visible GPU)")
+    pr.add_argument("--backend", choices=["threads", "ray"],
+                    help="run the lanes as threads over this host's GPUs, or as Ray actors over a cluster's "
+                         "(default: backend in pipeline.yaml, else threads)")
+    pr.add_argument("--ray-address", metavar="ADDR",
+                    help="with --backend ray: auto, HOST:PORT or ray://HOST:PORT (default: ray_address, else auto)")
+    pr.add_argument("--gpu-model", metavar="NAME",
+                    help="measure on GPUs of this model only (its name as nvidia-smi gives it, or its profiles "
+                         "folder name); default: once on each model present")
+    pr.add_argument("--job-timeout", metavar="SECONDS", type=_seconds,
+                    help="with --backend ray: a lane still on one op after this long is replaced and the op "
+                         "retried once (default: the op's own limits summed, plus 5 minutes)")
     pr.add_argument("--strict", action="store_true", help="exit 5 when any variant failed")
     pr.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
                     help="cpu: Triton interpreter, verify and time only, no ncu (for tests)")
@@ -324,6 +356,7 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--live", action="store_true", help="do not mark the data as replayed")
     rp.add_argument("--profiles-dir", help="read results here instead of profiles_dir")
     rp.add_argument("--reports-dir", help="write reports here instead of reports_dir")
+    rp.add_argument("--baseline", help="results.json or profiles folder to diff against: one page per op (Δ per variant)")
     rp.set_defaults(func=cmd_report)
     ex = sub.add_parser("export", help="print a variant's stored ncu metrics as the seed's {kernel: {metric: value}}")
     ex.add_argument("--format", choices=["ncu-json"], default="ncu-json")
