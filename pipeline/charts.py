@@ -26,9 +26,27 @@ from pipeline import analysis, recommend
 LOG_RANGE = 10.0          # slowest/fastest above this: log time axis, else the close ones look equal
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf"]
+# past ten families the colours repeat; the marker then tells them apart (70 distinct pairs)
+MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
+LABEL_CHARS = 56          # a tick label longer than this wraps after a comma, onto two lines
+ROW_INCHES = 0.17         # time chart: height of a row with a one-line label
 RC = {"svg.fonttype": "none", "font.size": 8, "font.family": "sans-serif",
       "font.sans-serif": ["DejaVu Sans", "Liberation Sans", "Arial"], "axes.titlesize": 9,
       "axes.spines.top": False, "axes.spines.right": False}
+
+
+@dataclass(frozen=True)
+class Style:
+    color: str
+    marker: str
+
+
+@dataclass(frozen=True)
+class Floor:
+    """The time no variant can beat at this shape: device copy of the minimal bytes (memory-bound ops) or
+    the declared FLOPs at the measured matmul rate (compute-bound ones)."""
+    ms: float
+    label: str
 
 
 @dataclass(frozen=True)
@@ -41,35 +59,63 @@ class Point:
     p25_ms: float | None
     p75_ms: float | None
     sm_pct: float | None
-    mem_pct: float | None
+    dram_pct: float | None
     block_elems: float | None       # product of the config's BLOCK* values (block_elems below)
     recommended: bool
+    tied: bool = False              # within noise of the recommended one (recommend.tied)
 
 
 @dataclass(frozen=True)
 class SweepPoint:
     shape: str
     family: str
-    frac_copy: float                # device copy time / the family's best time at this shape
+    fraction: float                 # of the op's leading ceiling: device copy speed, or the compute roofline
     recommended: bool
 
 
-def colors(families: list[str]) -> dict[str, str]:
-    """Stable colour per layout family across every chart of an op."""
-    return {f: PALETTE[i % len(PALETTE)] for i, f in enumerate(sorted(set(families)))}
+def styles(families: list[str]) -> dict[str, Style]:
+    """Stable colour and marker per layout family across every chart of an op."""
+    return {f: Style(PALETTE[i % len(PALETTE)], MARKERS[i // len(PALETTE) % len(MARKERS)])
+            for i, f in enumerate(sorted(set(families)))}
 
 
 def _t(text: str) -> str:
     return text.replace("$", r"\$")     # a literal dollar, never mathtext
 
 
+def wrap(name: str, width: int = LABEL_CHARS) -> str:
+    """A variant name longer than `width` on two lines of about equal length, broken after a comma."""
+    if len(name) <= width:
+        return name
+    cuts = [i + 1 for i, ch in enumerate(name) if ch == ","]
+    if not cuts:
+        return name
+    cut = min(cuts, key=lambda i: abs(i - len(name) / 2))
+    return name[:cut] + "\n" + name[cut:]
+
+
 def behind(ratio: float) -> str:
     """How far a time is behind the fastest (ratio = time / fastest time)."""
-    return "fastest" if ratio == 1 else f"+{(ratio - 1) * 100:.1f} %" if ratio < 2 else f"{ratio:.1f}× slower"
+    return f"+{(ratio - 1) * 100:.1f} %" if ratio < 2 else f"{ratio:.1f}× slower"
+
+
+def standing(ratio: float, winner: bool, tied: bool, any_tie: bool) -> str:
+    """A variant's place against the recommended one: a tie (recommend.tied) is never called fastest."""
+    if winner:
+        return "fastest, tied" if any_tie else "fastest"
+    return f"tied, {behind(ratio)}" if tied else behind(ratio)
 
 
 def _ms_label(x: float) -> str:
     return f"{x:.4g}"
+
+
+def _count_label(x: float) -> str:
+    """Tile sizes in binary units: 65536 -> 64K."""
+    for unit, scale in (("M", 2**20), ("K", 2**10)):
+        if x >= scale:
+            return f"{x / scale:g}{unit}"
+    return f"{x:g}"
 
 
 def _svg(fig: Figure, salt: str) -> str:
@@ -107,30 +153,36 @@ def _ordered(points: list[Point]) -> list[Point]:
     return sorted(points, key=lambda p: (fams.index(p.family), p.median_ms is None, p.median_ms or 0, p.name))
 
 
-def time_chart(points: list[Point], col: dict[str, str], copy_ms: float | None, eager_ms: float | None,
+def time_chart(points: list[Point], sty: dict[str, Style], floor: Floor | None, eager_ms: float | None,
                salt: str) -> str:
     """Dot plot of the median time per variant, grouped by layout family, p25–p75 whiskers."""
     pts = _ordered(points)
     timed = [p for p in pts if p.median_ms is not None]
     best = min((p.median_ms for p in timed), default=None)
+    any_tie = any(p.tied for p in pts)
+    labels = [wrap(p.name) for p in pts]
+    # rows top-down; a two-line label gets a taller row
+    units = [1.85 if "\n" in lbl else 1.0 for lbl in labels]
+    tops = [sum(units[:i]) for i in range(len(pts))]
+    ys = {p.name: -(top + u / 2) for p, top, u in zip(pts, tops, units)}
     with matplotlib.rc_context(RC):
-        fig = Figure(figsize=(9.5, 0.17 * len(pts) + 1.3))
+        fig = Figure(figsize=(9.5, ROW_INCHES * sum(units) + 1.3))
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()
-        ys = {p.name: len(pts) - 1 - i for i, p in enumerate(pts)}
         for fam in dict.fromkeys(p.family for p in timed):
             fp = [p for p in timed if p.family == fam]
-            ax.errorbar([p.median_ms for p in fp], [ys[p.name] for p in fp], fmt="o", ms=4, color=col[fam],
-                        xerr=[[p.median_ms - p.p25_ms for p in fp], [p.p75_ms - p.median_ms for p in fp]],
-                        elinewidth=1.2, capsize=2)
+            ax.errorbar([p.median_ms for p in fp], [ys[p.name] for p in fp], fmt=sty[fam].marker, ms=4,
+                        color=sty[fam].color, elinewidth=1.2, capsize=2,
+                        xerr=[[p.median_ms - p.p25_ms for p in fp], [p.p75_ms - p.median_ms for p in fp]])
         for p in timed:
             if p.recommended:
-                ax.plot([p.median_ms], [ys[p.name]], marker="*", ms=13, color=col[p.family], mec="black",
+                ax.plot([p.median_ms], [ys[p.name]], marker="*", ms=13, color=sty[p.family].color, mec="black",
                         mew=0.8, ls="none", zorder=5)
-            ax.annotate(f"{_ms_label(p.median_ms)} ms  {behind(p.median_ms / best)}", (1.0, ys[p.name]),
+            place = standing(p.median_ms / best, p.recommended, p.tied, any_tie)
+            ax.annotate(f"{_ms_label(p.median_ms)} ms  {place}", (1.0, ys[p.name]),
                         xycoords=("axes fraction", "data"),
                         xytext=(4, 0), textcoords="offset points", va="center", fontsize=7,
-                        fontweight="bold" if p.recommended else "normal", annotation_clip=False)
+                        fontweight="bold" if p.recommended or p.tied else "normal", annotation_clip=False)
         for p in pts:
             if p.median_ms is None:
                 ax.annotate(p.status, (0.0, ys[p.name]), xycoords=("axes fraction", "data"), xytext=(4, 0),
@@ -138,23 +190,23 @@ def time_chart(points: list[Point], col: dict[str, str], copy_ms: float | None, 
         fams = [p.family for p in pts]
         for i in range(1, len(pts)):
             if fams[i] != fams[i - 1]:
-                ax.axhline(len(pts) - i - 0.5, color="#cccccc", lw=0.6)
+                ax.axhline(-tops[i], color="#cccccc", lw=0.6)
         handles = [Line2D([], [], marker="*", ms=10, color="#777777", mec="black", ls="none", label="recommended")]
-        if copy_ms:
-            ax.axvline(copy_ms, color="#333333", ls="--", lw=1)
-            handles.append(Line2D([], [], color="#333333", ls="--", label=f"device copy of the minimal bytes "
-                                                                           f"({_ms_label(copy_ms)} ms)"))
+        if floor:
+            ax.axvline(floor.ms, color="#333333", ls="--", lw=1)
+            handles.append(Line2D([], [], color="#333333", ls="--", label=f"{floor.label} ({_ms_label(floor.ms)} ms)"))
         if eager_ms:
             ax.axvline(eager_ms, color="#888888", ls=":", lw=1.2)
             handles.append(Line2D([], [], color="#888888", ls=":", label=f"torch eager ({_ms_label(eager_ms)} ms)"))
-        ax.set_yticks(range(len(pts)), [_t(p.name) for p in reversed(pts)], fontsize=7)
-        for lbl, p in zip(ax.get_yticklabels(), reversed(pts)):
-            lbl.set_color(col[p.family] if p.median_ms is not None else "#a32020")
+        ax.set_yticks([ys[p.name] for p in pts], [_t(lbl) for lbl in labels], fontsize=7.5)
+        for lbl, p in zip(ax.get_yticklabels(), pts):
+            lbl.set_color(sty[p.family].color if p.median_ms is not None else "#a32020")
             if p.recommended:
                 lbl.set_fontweight("bold")
-        ax.set_ylim(-0.7, len(pts) - 0.3)
+        ax.set_ylim(-sum(units) - 0.2, 0.2)
         ax.set_xlabel("median time per call, ms (CUDA events; whiskers p25–p75)")
-        _log_if_wide(ax, [p.p25_ms for p in timed] + [p.p75_ms for p in timed] + [copy_ms or 0, eager_ms or 0], "x")
+        _log_if_wide(ax, [p.p25_ms for p in timed] + [p.p75_ms for p in timed]
+                     + [floor.ms if floor else 0, eager_ms or 0], "x")
         if ax.get_xscale() == "linear":
             ax.set_xlim(left=0)
         ax.grid(axis="x", color="#eeeeee", lw=0.6)
@@ -163,9 +215,9 @@ def time_chart(points: list[Point], col: dict[str, str], copy_ms: float | None, 
         return _svg(fig, salt)
 
 
-def sol_chart(points: list[Point], col: dict[str, str], busy_pct: float, salt: str) -> str:
-    """Speed-of-light scatter: memory % (max of DRAM and memory-system throughput) against SM %."""
-    pts = [p for p in points if p.sm_pct is not None and p.mem_pct is not None]
+def sol_chart(points: list[Point], sty: dict[str, Style], busy_pct: float, salt: str) -> str:
+    """Speed-of-light scatter: DRAM % (what the classification reads) against SM %."""
+    pts = [p for p in points if p.sm_pct is not None and p.dram_pct is not None]
     with matplotlib.rc_context(RC):
         fig = Figure(figsize=(5.4, 4.0))
         FigureCanvasAgg(fig)
@@ -175,27 +227,27 @@ def sol_chart(points: list[Point], col: dict[str, str], busy_pct: float, salt: s
         ax.fill([0, b, 100, 0], [b, b, 100, 100], color="#dbe9f6", lw=0)
         ax.fill([b, 100, 100, b], [0, 0, 100, b], color="#f8e3d0", lw=0)
         ax.fill([0, b, b, 0], [0, 0, b, b], color="#eeeeee", lw=0)
-        ax.text(40, 97, "memory-bound", va="top", fontsize=7.5, color="#2b5d8a")
-        ax.text(98, 3, "compute-bound", ha="right", fontsize=7.5, color="#9a5a1c")
-        ax.text(b - 2, 3, "latency / occupancy", ha="right", fontsize=7.5, color="#555555")
+        ax.text(40, 97, "memory-bound", va="top", fontsize=8, color="#2b5d8a")
+        ax.text(98, 3, "compute-bound", ha="right", fontsize=8, color="#9a5a1c")
+        ax.text(b - 2, 3, "latency / occupancy", ha="right", fontsize=8, color="#555555")
         for fam in sorted({p.family for p in pts}):
             fp = [p for p in pts if p.family == fam]
-            ax.scatter([p.sm_pct for p in fp], [p.mem_pct for p in fp], s=16, color=col[fam], alpha=0.85,
-                       label=_t(fam), lw=0)
+            ax.scatter([p.sm_pct for p in fp], [p.dram_pct for p in fp], s=18, color=sty[fam].color, alpha=0.85,
+                       marker=sty[fam].marker, label=_t(fam), lw=0)
         for p in pts:
             if p.recommended:
-                ax.scatter([p.sm_pct], [p.mem_pct], s=150, marker="*", color=col[p.family], edgecolors="black",
-                           linewidths=0.8, zorder=5, label="recommended")
+                ax.scatter([p.sm_pct], [p.dram_pct], s=150, marker="*", color=sty[p.family].color,
+                           edgecolors="black", linewidths=0.8, zorder=5, label="recommended")
         ax.set_xlim(0, 100)
         ax.set_ylim(0, 100)
         ax.set_xlabel("SM throughput, % of peak (sm__throughput)")
-        ax.set_ylabel("memory throughput, % of peak\n(max of dram__ and gpu__compute_memory_)")
+        ax.set_ylabel("DRAM throughput, % of peak (dram__throughput)")
         if pts:
-            ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=7)
+            ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=7.5)
         return _svg(fig, salt)
 
 
-def block_chart(points: list[Point], col: dict[str, str], copy_ms: float | None, salt: str) -> str:
+def block_chart(points: list[Point], sty: dict[str, Style], floor: Floor | None, salt: str) -> str:
     """Time against tile size (product of BLOCK* config values), one line per family through its
     fastest variant at each size; variants sharing a size (num_warps differs) show as stacked dots."""
     pts = [p for p in points if p.block_elems and p.median_ms is not None]
@@ -206,52 +258,58 @@ def block_chart(points: list[Point], col: dict[str, str], copy_ms: float | None,
         for fam in sorted({p.family for p in pts}):
             fp = [p for p in pts if p.family == fam]
             xs = sorted({p.block_elems for p in fp})
-            ax.plot(xs, [min(p.median_ms for p in fp if p.block_elems == x) for x in xs], "-", color=col[fam],
-                    lw=1.2, label=_t(fam))
-            ax.plot([p.block_elems for p in fp], [p.median_ms for p in fp], "o", ms=3.5, color=col[fam])
+            ax.plot(xs, [min(p.median_ms for p in fp if p.block_elems == x) for x in xs], "-",
+                    color=sty[fam].color, lw=1.2, marker=sty[fam].marker, ms=3.5, label=_t(fam))
+            ax.plot([p.block_elems for p in fp], [p.median_ms for p in fp], sty[fam].marker, ms=3.5,
+                    color=sty[fam].color)
         for p in pts:
             if p.recommended:
-                ax.plot([p.block_elems], [p.median_ms], marker="*", ms=13, color=col[p.family], mec="black",
+                ax.plot([p.block_elems], [p.median_ms], marker="*", ms=13, color=sty[p.family].color, mec="black",
                         mew=0.8, ls="none", zorder=5, label="recommended")
-        if copy_ms:
-            ax.axhline(copy_ms, color="#333333", ls="--", lw=1, label="device copy")
+        if floor:
+            ax.axhline(floor.ms, color="#333333", ls="--", lw=1, label=floor.label)
         if pts:
             ax.set_xscale("log", base=2)
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        _log_if_wide(ax, [p.median_ms for p in pts] + [copy_ms or 0], "y")
-        ax.set_xlabel("tile elements per program (product of BLOCK* config values)")
+            ax.xaxis.set_major_locator(LogLocator(base=2, numticks=8))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _count_label(v)))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        _log_if_wide(ax, [p.median_ms for p in pts] + [floor.ms if floor else 0], "y")
+        ax.set_xlabel("tile elements per program (product of BLOCK* config values; K = 1024)")
         ax.set_ylabel("median time, ms")
         ax.grid(color="#eeeeee", lw=0.6)
-        if pts or copy_ms:
-            ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=7)
+        if pts or floor:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=7.5)
         return _svg(fig, salt)
 
 
-def sweep_chart(points: list[SweepPoint], shapes: list[str], col: dict[str, str], salt: str) -> str:
-    """Per shape, each family's best variant as a fraction of device-copy speed; the winner starred."""
+def sweep_chart(points: list[SweepPoint], shapes: list[str], sty: dict[str, Style], ylabel: str,
+                ceiling: str, salt: str) -> str:
+    """Per shape, each family's best variant as a fraction of the op's ceiling; the winner starred."""
     with matplotlib.rc_context(RC):
-        fig = Figure(figsize=(9.5, 3.4))
+        fig = Figure(figsize=(9.5, 3.6))
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()
         xs = {s: i for i, s in enumerate(shapes)}
         for fam in sorted({p.family for p in points}):
             fp = sorted((p for p in points if p.family == fam), key=lambda p: xs[p.shape])
-            ax.plot([xs[p.shape] for p in fp], [p.frac_copy for p in fp], "-o", ms=4, lw=0.8, alpha=0.9,
-                    color=col[fam], label=_t(fam))
+            ax.plot([xs[p.shape] for p in fp], [p.fraction for p in fp], "-", marker=sty[fam].marker, ms=4,
+                    lw=0.8, alpha=0.9, color=sty[fam].color, label=_t(fam))
         for p in points:
             if p.recommended:
-                ax.plot([xs[p.shape]], [p.frac_copy], marker="*", ms=14, color=col[p.family], mec="black",
+                ax.plot([xs[p.shape]], [p.fraction], marker="*", ms=14, color=sty[p.family].color, mec="black",
                         mew=0.8, ls="none", zorder=5)
         ax.axhline(1.0, color="#333333", ls="--", lw=1)
-        ax.set_xticks(range(len(shapes)), [_t(s) for s in shapes])
-        top = max([p.frac_copy for p in points] + [1.0])
+        long = sum(len(s) for s in shapes) > 70
+        ax.set_xticks(range(len(shapes)), [_t(s) for s in shapes], fontsize=8,
+                      rotation=25 if long else 0, ha="right" if long else "center")
+        top = max([p.fraction for p in points] + [1.0])
         ax.set_ylim(0, top * 1.08)
-        ax.set_ylabel("device copy time ÷ time\n(1.0 = copy speed)")
+        ax.set_ylabel(ylabel)
         ax.grid(axis="y", color="#eeeeee", lw=0.6)
         ax.legend(handles=ax.get_legend_handles_labels()[0] + [
             Line2D([], [], marker="*", ms=10, color="#777777", mec="black", ls="none", label="recommended"),
-            Line2D([], [], color="#333333", ls="--", label="device copy speed")],
-            loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=7)
+            Line2D([], [], color="#333333", ls="--", label=ceiling)],
+            loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=7.5)
         return _svg(fig, salt)
 
 
@@ -272,61 +330,89 @@ def block_elems(config: dict[str, Any]) -> float | None:
 
 def _points(shape: dict[str, Any], rec: recommend.Recommendation | None) -> list[Point]:
     out = []
+    ties = set(rec.ties) if rec else set()
     for v in shape["variants"]:
         tm, k = v.get("timing") if v["status"] == "ok" else None, analysis.dominant_kernel(v)
         out.append(Point(
             name=v["name"], family=v.get("stem", v["name"]), status=v["status"],
             median_ms=tm and tm["median_ms"], p25_ms=tm and tm["p25_ms"], p75_ms=tm and tm["p75_ms"],
-            sm_pct=analysis.m(k, analysis.SM), mem_pct=analysis.memory_pct(k),
-            block_elems=block_elems(v.get("config") or {}), recommended=bool(rec and rec.variant is v)))
+            sm_pct=analysis.m(k, analysis.SM), dram_pct=analysis.m(k, analysis.DRAM),
+            block_elems=block_elems(v.get("config") or {}), recommended=bool(rec and rec.variant is v),
+            tied=bool(tm) and v["name"] in ties))
     return out
 
 
-def shape_charts(op: str, shape: dict[str, Any], rec: recommend.Recommendation | None,
-                 col: dict[str, str]) -> list[Chart]:
+def floor(shape: dict[str, Any], env: dict[str, Any], lead: str) -> Floor | None:
+    """The floor the time chart draws: the compute roofline for a compute-led shape, else the device copy."""
+    if lead == "compute":
+        ms = analysis.roofline(shape, env).compute_ms
+        return Floor(ms, "compute roofline: FLOPs at the measured matmul rate") if ms else None
+    copy = ((shape.get("copy") or {}).get("timing") or {}).get("median_ms")
+    return Floor(copy, "device copy of the minimal bytes") if copy else None
+
+
+def shape_charts(op: str, shape: dict[str, Any], env: dict[str, Any], rec: recommend.Recommendation | None,
+                 sty: dict[str, Style], lead: str) -> list[Chart]:
     """The three charts of one shape, from its results record, with captions saying what each shows."""
     pts = _points(shape, rec)
-    copy = ((shape.get("copy") or {}).get("timing") or {}).get("median_ms")
+    fl = floor(shape, env, lead)
     eager = ((shape.get("reference") or {}).get("timing") or {}).get("median_ms")
     salt = f"{op}/{shape['id']}"
     busy = analysis.t("busy_pct")
     no_block = sorted({p.family for p in pts if p.block_elems is None})
+    floor_txt = ("Dashed line: the compute roofline (the shape's FLOPs at the matmul rate measured on this GPU), "
+                 "the floor of a compute-bound op" if lead == "compute" else
+                 "Dashed line: device copy of the op's minimal bytes at this shape (the memory floor)")
     return [
         Chart("Time per variant, grouped by layout family",
               "Dot: median per call over CUDA-event repeats (L2 flushed); whiskers p25–p75; ★ recommended. "
-              "Dashed line: device copy of the op's minimal bytes at this shape (the memory floor); dotted: torch "
-              f"eager. Log axis when the slowest is over {LOG_RANGE:g}× the fastest. Right: each time and "
-              "its distance from the fastest. Failed and unsupported variants are listed with their status.",
-              Markup(time_chart(pts, col, copy, eager, salt + "/time"))),
+              f"{floor_txt}; dotted: torch eager. Log axis when the slowest is over {LOG_RANGE:g}× the fastest. "
+              "Right: each time and its distance from the fastest; \"tied\" marks variants within noise of the "
+              "recommended one (overlapping p25–p75 or medians within "
+              f"{recommend.TIE_MARGIN:.0%}). Failed and unsupported variants are listed with their status.",
+              Markup(time_chart(pts, sty, fl, eager, salt + "/time"))),
         Chart("Speed of light (ncu)",
-              "Each variant's dominant kernel (longest ncu duration), under ncu's base clocks. Regions: the "
-              f"busy_pct = {busy:g} % rule of the bound classification. Launch-bound is decided by duration and "
-              "the roofline position by CUDA-event time, so neither is a region here.",
-              Markup(sol_chart(pts, col, busy, salt + "/sol"))),
+              "Each variant's dominant kernel (longest ncu duration), under ncu's base clocks: DRAM % against "
+              f"SM %. Regions: the busy_pct = {busy:g} % rule of the bound classification (which rescales DRAM % "
+              "to the event-timed duration when the clocks differ, see each bound's rule). Launch-bound is "
+              "decided by duration and the roofline position by CUDA-event time, so neither is a region here.",
+              Markup(sol_chart(pts, sty, busy, salt + "/sol"))),
         Chart("Time against tile size",
               "x: product of the variant's BLOCK* config values (elements of the tile one program handles per "
               "step; C_PAD, fixed by the shape, is excluded). Line: the family's fastest variant at each size; "
               "other dots at the same size differ in num_warps or split. "
               + (f"Not drawn (no BLOCK* config): {', '.join(no_block)}." if no_block else ""),
-              Markup(block_chart(pts, col, copy, salt + "/block"))),
+              Markup(block_chart(pts, sty, fl, salt + "/block"))),
     ]
 
 
-def sweep(doc: dict[str, Any], col: dict[str, str]) -> Chart | None:
-    """How the best of each layout family moves across the op's shapes (None for a single shape)."""
+def sweep(doc: dict[str, Any], sty: dict[str, Style], lead: str) -> Chart | None:
+    """How the best of each layout family moves across the op's shapes (None for a single shape), as a
+    fraction of the op's leading ceiling: the compute roofline for compute-led ops, else device copy."""
     pts = []
+    env = doc["environment"]
     for shape in doc["shapes"]:
-        rec, copy = recommend.recommend(shape), (shape.get("copy") or {}).get("timing")
+        rec = recommend.recommend(shape)
+        if lead == "compute":
+            ceiling_ms = analysis.roofline(shape, env).compute_ms
+        else:
+            ceiling_ms = ((shape.get("copy") or {}).get("timing") or {}).get("median_ms")
         seen = set()
         for v in recommend.ranked(shape):          # fastest first: the first of a family is its best
             fam = v.get("stem", v["name"])
-            if copy and fam not in seen:
+            if ceiling_ms and fam not in seen:
                 seen.add(fam)
-                pts.append(SweepPoint(shape["id"], fam, copy["median_ms"] / v["timing"]["median_ms"],
-                                             bool(rec and rec.variant is v)))
+                pts.append(SweepPoint(shape["id"], fam, ceiling_ms / v["timing"]["median_ms"],
+                                      bool(rec and rec.variant is v)))
     if len(doc["shapes"]) < 2 or not pts:
         return None
-    svg = sweep_chart(pts, [s["id"] for s in doc["shapes"]], col, f"{doc['op']}/sweep")
-    return Chart("Best variant of each layout family, per shape",
-                 "Device copy time of the shape's minimal bytes ÷ the family's fastest correct variant "
-                 "(1.0 = copy speed); ★ the recommended variant of the shape.", Markup(svg))
+    if lead == "compute":
+        ylabel, ceiling = "fraction of the compute roofline\n(1.0 = measured matmul rate)", "compute roofline"
+        caption = ("The shape's FLOPs at the matmul rate measured on this GPU (its dtype) ÷ the family's fastest "
+                   "correct variant (1.0 = the compute roofline); ★ the recommended variant of the shape.")
+    else:
+        ylabel, ceiling = "device copy time ÷ time\n(1.0 = copy speed)", "device copy speed"
+        caption = ("Device copy time of the shape's minimal bytes ÷ the family's fastest correct variant "
+                   "(1.0 = copy speed); ★ the recommended variant of the shape.")
+    svg = sweep_chart(pts, [s["id"] for s in doc["shapes"]], sty, ylabel, ceiling, f"{doc['op']}/sweep")
+    return Chart("Best variant of each layout family, per shape", caption, Markup(svg))

@@ -3,13 +3,19 @@
 The templates receive only the plain dataclasses of pipeline.viewmodel and do no computing of their own: every
 number is formatted here, from the results file, and traceable to a measurement in it (the page names
 the metric or timing behind each). Charts are SVG text from pipeline.charts, inlined.
+
+Each shape is presented against the ceiling that limits it (`lead`): compute-led shapes with TFLOP/s and the
+compute roofline, memory-led ones with GB/s, device copy and DRAM %. Pages beside the op pages: one per op
+recorded on several GPUs (`<op>.gpus.html`), and, given a baseline results set, one diff page per op.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import multiprocessing
 import os
 import re
+import shlex
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,10 +23,13 @@ from typing import Any
 import jinja2
 from markupsafe import Markup, escape
 
-from pipeline import analysis, charts, recommend, results
+from pipeline import analysis, charts, compare, recommend, results
 from pipeline.analysis import fmt_bytes
-from pipeline.viewmodel import (Cell, Chart, Column, FamilyRank, Headline, IndexPage, OpPage, ShapeView, Stat,
-                                VariantRow)
+from pipeline.viewmodel import (Alert, Cell, Chart, Column, CompareCell, ComparePage, CompareShape, DiffPage,
+                                DiffRow, DiffShape, FamilyRank, Headline, IndexPage, Link, OpPage, ShapeView, Stat,
+                                Trace, VariantRow)
+
+BENCH_FILE = "bench.json"       # bench/rmsnorm.py --json output beside a results file: torch.compile times
 
 
 def _ms(x: float | None) -> str:
@@ -57,47 +66,197 @@ def _sort(x: Any) -> str:
 
 def _breakable(name: str) -> str:
     """A variant name that may wrap after its commas (<wbr> adds no text); escaped here, so Markup."""
-    return Markup(str(escape(name)).replace(",", ",<wbr>"))
+    return Markup(str(escape(name)).replace(",", ",<wbr>").replace("(", "<wbr>("))
 
 
-def _faster(ratio: float | None, what: str) -> str:
-    if ratio is None:
-        return f"no {what} time"
+def _faster(ratio: float, what: str) -> str:
     return f"{ratio:.2f}× faster than {what}" if ratio >= 1 else f"{1 / ratio:.2f}× slower than {what}"
 
 
-COLUMNS = [
-    Column("variant", "name from the kernel file (stem and CONFIGS entry)", True),
-    Column("status", "verification result; the reason when not ok", True),
-    Column("median ms", "CUDA-event median per call, L2 flushed before each repeat"),
-    Column("IQR ms", "p25–p75 of the timed repeats"),
-    Column("vs fastest", "median ÷ the fastest correct variant's median, as % slower"),
-    Column("of copy", "device copy time of the minimal bytes ÷ median"),
-    Column("vs baseline", "baseline median ÷ median"),
-    Column("SM %", analysis.SM), Column("mem %", f"max of {analysis.MEM} and {analysis.DRAM}"),
-    Column("occupancy %", f"achieved / theoretical: {analysis.WARPS} / {analysis.THEORETICAL}"),
-    Column("L2 hit %", analysis.L2_HIT),
-    Column("DRAM ÷ min", f"({analysis.READ} + {analysis.WRITE}, all kernels) ÷ min_bytes"),
-    Column("grid", "launch__grid_dim_{x,y,z}"), Column("block", "launch__block_dim_{x,y,z}"),
-    Column("waves", analysis.WAVES),
-    Column("regs / spills", "launch__registers_per_thread / Triton n_spills summed over the variant's kernels"),
-    Column("bound", "classification; hover for the rule that decided", True),
-]
+# ---------------------------------------------------------------- which ceiling a shape is presented against
+
+def lead(variant: dict[str, Any], shape: dict[str, Any], env: dict[str, Any]) -> str:
+    """`compute` when the op declares FLOPs and the variant is compute-bound or nearer its compute roofline
+    than its memory one; else `memory`."""
+    if not shape.get("flops"):
+        return "memory"
+    if analysis.classify(variant, shape, env).kind == "compute-bound":
+        return "compute"
+    mem, comp = analysis.roofline_fractions(variant, shape, env)
+    return "compute" if comp is not None and (mem is None or comp > mem) else "memory"
+
+
+def shape_lead(shape: dict[str, Any], env: dict[str, Any]) -> str:
+    rec = recommend.recommend(shape)
+    return lead(rec.variant, shape, env) if rec else "compute" if shape.get("flops") else "memory"
+
+
+def op_lead(doc: dict[str, Any]) -> str:
+    """The op's presentation where one is needed for all shapes (the sweep chart): most shapes decide."""
+    leads = Counter(shape_lead(s, doc["environment"]) for s in doc["shapes"])
+    return "compute" if leads["compute"] and leads["compute"] >= leads["memory"] else "memory"
+
+
+def _tflops(shape: dict[str, Any], ms: float | None) -> float | None:
+    return shape["flops"] / ms / 1e9 if shape.get("flops") and ms else None
+
+
+def _gbs(shape: dict[str, Any], ms: float | None) -> float | None:
+    return shape["min_bytes"] / ms / 1e6 if shape.get("min_bytes") and ms else None
+
+
+def _rate(x: float | None, unit: str) -> str:
+    return "—" if x is None else f"{x:,.0f} {unit}" if x >= 100 else f"{x:,.3g} {unit}"
+
+
+# ---------------------------------------------------------------- torch.compile from bench.json
+
+def bench_rows(results_dir: Path, env: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """bench.json's rows per shape id, when it lies beside the results and was measured on the same GPU."""
+    try:
+        doc = json.loads((results_dir / BENCH_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(doc, dict) or (doc.get("gpu") or {}).get("gpu_name") != env.get("gpu_name"):
+        return {}
+    return {r["shape"]: r for r in doc.get("rows") or []
+            if isinstance(r, dict) and "shape" in r and "torch.compile" in (r.get("median_ms") or {})}
+
+
+def _bench_timing(row: dict[str, Any], key: str) -> dict[str, float]:
+    iqr = (row.get("iqr_ms") or {}).get(key) or [row["median_ms"][key]] * 2
+    return {"median_ms": row["median_ms"][key], "p25_ms": iqr[0], "p75_ms": iqr[1]}
+
+
+class _Rival:
+    """torch eager or torch.compile against the recommended variant, timed side by side with it."""
+
+    def __init__(self, what: str, rival: dict[str, float], ours: dict[str, float], source: str):
+        self.what, self.source = what, source
+        self.rival_ms, self.ours_ms = rival["median_ms"], ours["median_ms"]
+        self.speedup = self.rival_ms / self.ours_ms           # > 1: the recommendation is faster
+        self.tied = recommend.tied(rival, ours)
+        self.beats = self.speedup < 1 and not self.tied
+
+    def phrase(self) -> str:
+        if self.tied:
+            return f"as fast as {self.what} within noise ({self.speedup:.2f}×)"
+        return _faster(self.speedup, self.what)
+
+
+def _rivals(shape: dict[str, Any], rec: recommend.Recommendation, bench: dict[str, Any] | None) -> list[_Rival]:
+    out = []
+    ref = (shape.get("reference") or {}).get("timing")
+    if ref:
+        out.append(_Rival("torch eager", ref, rec.variant["timing"], "the reference, timed beside the variants"))
+    if bench:
+        out.append(_Rival("torch.compile", _bench_timing(bench, "torch.compile"), _bench_timing(bench, "recommended"),
+                          f"{BENCH_FILE}: bench/rmsnorm.py, side by side with {bench.get('recommended', '?')}"))
+    return out
+
+
+def _alerts(rivals: list[_Rival], rec: recommend.Recommendation) -> list[Alert]:
+    out = []
+    for r in rivals:
+        times = f"{_ms(r.rival_ms)} ms against {_ms(r.ours_ms)} ms for {rec.variant['name']}"
+        if r.beats:
+            out.append(Alert("bad", f"{r.what} is faster than every Triton variant at this shape: {times}, which runs "
+                                    f"at {r.speedup:.2f}× {r.what}'s speed ({r.source}). Use {r.what} here; the "
+                                    "recommendation below only ranks the Triton variants among themselves.",
+                             f"{r.what} is faster than every Triton variant: {_ms(r.rival_ms)} ms against "
+                             f"{_ms(r.ours_ms)} ms ({r.speedup:.2f}×)."))
+        elif r.tied and r.speedup < 1:
+            out.append(Alert("warn", f"{r.what} is as fast within noise: {times} ({r.speedup:.2f}×; {r.source}).",
+                             f"{r.what} is as fast within noise ({r.speedup:.2f}×)."))
+    return out
+
+
+# ---------------------------------------------------------------- ncu trace of a variant
+
+def _display_path(results_dir: Path, name: str) -> str:
+    """A file beside the results, named from the project root as the results file is (profiles/<gpu>/<op>/...)."""
+    return "/".join((results_dir / name).parts[-4:])
+
+
+def _trace(v: dict[str, Any], results_dir: Path, reports_dir: Path) -> Trace:
+    rec = v.get("ncu") or {}
+    kernels = rec.get("kernels") or []
+    names = list(dict.fromkeys(k["name"] for k in kernels)) or list(dict.fromkeys(v.get("launched") or []))
+    rng, report = rec.get("range") or "", rec.get("report")
+    profiled = bool(rng and report and kernels)
+    # start/end NVTX ranges (the worker's range_start) are matched by bare name; push/pop ones would end in "/"
+    cmd = (f"ncu --import {shlex.quote(_display_path(results_dir, report))} --nvtx --nvtx-include "
+           f"{shlex.quote(rng)} --page details" if profiled else "")
+    status = rec.get("status", "")
+    note = ("" if profiled else rec.get("error") or {
+        "not-selected": "not profiled: a faster config of its layout family was",
+        "not-profiled": "not profiled: not correct"}.get(status, f"no ncu range ({status or 'not profiled'})"))
+    k = analysis.dominant_kernel(v)
+    ncu_smem = analysis.m(k, "launch__shared_mem_per_block")
+    triton = sorted({c["shared_bytes"] for c in v.get("compiled") or [] if c.get("shared_bytes") is not None})
+    tri_txt = ("" if not triton else f"Triton compiled {triton[0]:,} B" if len(triton) == 1
+               else f"Triton compiled {triton[0]:,}–{triton[-1]:,} B (its specialisations)")
+    shared = "; ".join(x for x in (f"ncu {ncu_smem:,.0f} B" if ncu_smem is not None else "", tri_txt) if x) or "—"
+    durs = [analysis.duration_us(x) for x in kernels]
+    ncu_time = "—" if not durs or None in durs else f"{sum(durs):,.1f} µs"
+    return Trace(range=rng, kernels=", ".join(names) or "—", command=cmd,
+                 report_href=_href(results_dir, reports_dir, report) if profiled else "",
+                 shared=shared, ncu_time=ncu_time, note=note)
+
+
+# ---------------------------------------------------------------- the variants table
+
 FINDINGS_NOTE = "findings (under each variant) name the metric and value that triggered them"
+DRAM_COL = Column("DRAM %", f"{analysis.DRAM} (ncu, base clocks): the DRAM % the terminal summary prints")
+MEMSYS_COL = Column("L1/L2/DRAM (memory system) %", f"{analysis.MEM}: the busiest of L1/shared, L2 and DRAM")
+SM_COL = Column("SM %", analysis.SM)
+LEAD_COLUMNS = {
+    "memory": [Column("GB/s", "min_bytes ÷ median: the op's minimal bytes moved per second"),
+               Column("of copy", "device copy time of the minimal bytes ÷ median"), DRAM_COL, MEMSYS_COL, SM_COL],
+    "compute": [Column("TFLOP/s", "shape.flops ÷ median"),
+                Column("of compute roofline", "(flops ÷ measured matmul rate of the dtype) ÷ median"), SM_COL,
+                DRAM_COL, MEMSYS_COL],
+}
+
+
+def columns(lead_: str) -> list[Column]:
+    return [
+        Column("variant", "name from the kernel file (stem and CONFIGS entry)", True),
+        Column("status", "verification result; the reason when not ok", True),
+        Column("median ms", "CUDA-event median per call, L2 flushed before each repeat"),
+        Column("IQR ms", "p25–p75 of the timed repeats"),
+        Column("vs fastest", "median ÷ the recommended variant's median, as % slower; \"tied\": within noise of it "
+                             f"(overlapping p25–p75 or medians within {recommend.TIE_MARGIN:.0%})"),
+        *LEAD_COLUMNS[lead_],
+        Column("vs baseline", "baseline median ÷ median"),
+        Column("occupancy %", f"achieved / theoretical: {analysis.WARPS} / {analysis.THEORETICAL}"),
+        Column("L2 hit %", analysis.L2_HIT),
+        Column("DRAM ÷ min", f"({analysis.READ} + {analysis.WRITE}, all kernels) ÷ min_bytes"),
+        Column("grid", "launch__grid_dim_{x,y,z}"), Column("block", "launch__block_dim_{x,y,z}"),
+        Column("waves", analysis.WAVES),
+        Column("regs / spills", "launch__registers_per_thread / Triton n_spills summed over the variant's kernels"),
+        Column("smem / block", "launch__shared_mem_per_block (ncu; Triton's compiled shared_bytes in the tooltip)"),
+        Column("ncu µs", f"{analysis.DUR}, all the variant's kernels, under ncu's base clocks (events run at boost)"),
+        Column("ncu range", "the NVTX range holding the variant's kernels in its .ncu-rep", True),
+        Column("bound", "classification; hover for the rule that decided", True),
+    ]
+
+
+SHOWN = ("ok", "incorrect", "suspect")      # statuses in the main table; failed and unsupported are folded
 
 
 def _row(v: dict[str, Any], shape: dict[str, Any], env: dict[str, Any], rec: recommend.Recommendation | None,
-         base_ms: float | None, best_ms: float | None) -> VariantRow:
+         base_ms: float | None, lead_: str, results_dir: Path, reports_dir: Path) -> VariantRow:
     k = analysis.dominant_kernel(v)
-    tm = v.get("timing")
+    tm = v.get("timing") if v["status"] == "ok" else None
     med = tm["median_ms"] if tm else None
     bound = analysis.classify(v, shape, env) if k else None
     compiled = v.get("compiled") or []
     spills = sum(c.get("n_spills") or 0 for c in compiled) if compiled else None
-    met = {n: analysis.m(k, n) for n in (analysis.SM, analysis.DRAM, analysis.WARPS, analysis.THEORETICAL,
-                                         analysis.L2_HIT, analysis.WAVES, "launch__grid_size", "launch__block_size",
-                                         "launch__registers_per_thread")}
-    mem = analysis.memory_pct(k)
+    met = {n: analysis.m(k, n) for n in (analysis.SM, analysis.DRAM, analysis.MEM, analysis.WARPS,
+                                         analysis.THEORETICAL, analysis.L2_HIT, analysis.WAVES, "launch__grid_size",
+                                         "launch__block_size", "launch__registers_per_thread",
+                                         "launch__shared_mem_per_block")}
     moved, mb = analysis.dram_bytes(v), shape.get("min_bytes")
     excess = moved / mb if moved is not None and mb else None
     grid, block = analysis.launch_dims(v, "grid"), analysis.launch_dims(v, "block")
@@ -112,30 +271,49 @@ def _row(v: dict[str, Any], shape: dict[str, Any], env: dict[str, Any], rec: rec
         f"measured {v['measured_at']}" if v.get("measured_at") else "",
         f"re-timed {v['retimed_at']} beside the variants measured then" if v.get("retimed_at") else "") if x)
     is_rec = bool(rec and rec.variant["name"] == v["name"])
-    tied = bool(rec and v["name"] in rec.ties)
+    tied = bool(rec and med is not None and v["name"] in rec.ties)
     vs_base = base_ms / med if med and base_ms else None
-    vs_best = med / best_ms if med and best_ms else None
-    frac = analysis.fraction_of_copy(v, shape)
+    vs_best = med / rec.median_ms if med and rec else None
+    place = charts.standing(vs_best, is_rec, tied, bool(rec.ties)) if vs_best else "—"
+    frac = analysis.fraction_of_copy(v, shape) if tm else None
+    comp_frac = analysis.roofline_fractions(v, shape, env)[1] if tm else None
+    tflops, gbs = _tflops(shape, med), _gbs(shape, med)
+    trace = _trace(v, results_dir, reports_dir)
     name = v["name"] + (" (baseline)" if v.get("baseline") else "")
+    lead_cells = {
+        "GB/s": Cell(_rate(gbs, "GB/s").removesuffix(" GB/s"), _sort(gbs)),
+        "of copy": Cell(_frac(frac), _sort(frac)),
+        "TFLOP/s": Cell(_rate(tflops, "TFLOP/s").removesuffix(" TFLOP/s"), _sort(tflops)),
+        "of compute roofline": Cell(_frac(comp_frac), _sort(comp_frac)),
+        "DRAM %": Cell(_pct(met[analysis.DRAM]), _sort(met[analysis.DRAM])),
+        "L1/L2/DRAM (memory system) %": Cell(_pct(met[analysis.MEM]), _sort(met[analysis.MEM])),
+        "SM %": Cell(_pct(met[analysis.SM]), _sort(met[analysis.SM])),
+    }
+    smem = met["launch__shared_mem_per_block"]
     cells = [
-        Cell(_breakable(name), v["name"], "l", v.get("layout", "")),
+        Cell(_breakable(name), v["name"], "l name", v.get("layout", "")),
         Cell(status, v["status"], "l", when),
         Cell(_ms(med), _sort(med)),
         Cell(f"{_ms(tm['p25_ms'])}–{_ms(tm['p75_ms'])}" if tm else "—", _sort(tm and tm["p75_ms"] - tm["p25_ms"]),
-             title=f"{tm['reps']} repeats" if tm else ""),
-        Cell(charts.behind(vs_best) if vs_best else "—", _sort(vs_best)),
-        Cell(_frac(frac), _sort(frac)), Cell(_ratio(vs_base), _sort(vs_base)),
-        Cell(_pct(met[analysis.SM]), _sort(met[analysis.SM])), Cell(_pct(mem), _sort(mem)),
-        Cell(f"{_pct(met[analysis.WARPS])} / {_pct(met[analysis.THEORETICAL])}", _sort(met[analysis.WARPS])),
+             "nw", title=f"{tm['reps']} repeats" if tm else ""),
+        Cell(place, _sort(vs_best), "nw"),
+        *(lead_cells[c.label] for c in LEAD_COLUMNS[lead_]),
+        Cell(_ratio(vs_base), _sort(vs_base)),
+        Cell(f"{_pct(met[analysis.WARPS])} / {_pct(met[analysis.THEORETICAL])}", _sort(met[analysis.WARPS]), "nw"),
         Cell(_pct(met[analysis.L2_HIT]), _sort(met[analysis.L2_HIT])),
         Cell(_ratio(excess), _sort(excess), title="" if moved is None else fmt_bytes(moved)),
         Cell(_dims(grid).replace(" ", ""), _sort(met["launch__grid_size"]), "nw"),
         Cell(_dims(block).replace(" ", ""), _sort(met["launch__block_size"]), "nw"),
         Cell(_num(met[analysis.WAVES], ".2f"), _sort(met[analysis.WAVES])),
         Cell(f"{_num(met['launch__registers_per_thread'], '.0f')} / {_num(spills, 'd')}",
-             _sort(met["launch__registers_per_thread"])),
+             _sort(met["launch__registers_per_thread"]), "nw"),
+        Cell(_bytes(smem) if smem is not None else "—", _sort(smem), "nw", trace.shared),
+        Cell(trace.ncu_time.removesuffix(" µs"), _sort(trace.ncu_time.removesuffix(" µs").replace(",", "")
+                                                      if trace.ncu_time != "—" else None)),
+        Cell(trace.range or "—", trace.range, "l nw", trace.kernels),
         Cell(bound.label if bound else "—", bound.kind if bound else "", "l", bound.rule if bound else ""),
     ]
+    shown = v["status"] in SHOWN
     css = ("rec" if is_rec else "tie" if tied else "unsupported" if v["status"] == "unsupported"
            else "bad" if v["status"] != "ok" else "")
     return VariantRow(
@@ -143,56 +321,140 @@ def _row(v: dict[str, Any], shape: dict[str, Any], env: dict[str, Any], rec: rec
         error=v.get("error") or "", baseline=bool(v.get("baseline")), recommended=is_rec, tied=tied,
         median_ms=_ms(med), spread_ms=cells[3].text, median_raw=med, frac_copy=_frac(frac),
         vs_baseline=_ratio(vs_base), sm_pct=_pct(met[analysis.SM]), warps_pct=_pct(met[analysis.WARPS]),
-        dram_pct=_pct(met[analysis.DRAM]), grid_size=_num(met["launch__grid_size"], ",.0f"), grid=_dims(grid),
+        dram_pct=_pct(met[analysis.DRAM]), memsys_pct=_pct(met[analysis.MEM]),
+        grid_size=_num(met["launch__grid_size"], ",.0f"), grid=_dims(grid),
         block=_dims(block), regs=_num(met["launch__registers_per_thread"], ".0f"), spills=_num(spills, "d"),
-        bound=cells[-1].text, bound_rule=cells[-1].title, ncu_status=ncu_status or "—", css=css, cells=cells,
-        findings=analysis.findings(v, shape, env))
+        bound=cells[-1].text, bound_rule=cells[-1].title, ncu_status=ncu_status or "—", standing=place, css=css,
+        folded=not shown, cells=cells, trace=trace, findings=analysis.findings(v, shape, env))
 
 
-def _headline(shape: dict[str, Any], env: dict[str, Any], rec: recommend.Recommendation) -> Headline:
+# ---------------------------------------------------------------- the headline of a shape
+
+def _baseline_state(shape: dict[str, Any], rec: recommend.Recommendation) -> tuple[str, str, str]:
+    """(card value, verdict phrase, card detail) for the speedup over the op's baseline variant."""
+    if rec.speedup_vs_baseline is not None:
+        base = next(v for v in recommend.ranked(shape) if v["name"] == rec.baseline)
+        detail = f"{rec.baseline}: {_ms(base['timing']['median_ms'])} ms ÷ {_ms(rec.median_ms)} ms"
+        if rec.variant["name"] == rec.baseline:
+            return _ratio(1.0), f"it is the baseline {rec.baseline}", detail
+        return _ratio(rec.speedup_vs_baseline), _faster(rec.speedup_vs_baseline, f"the baseline {rec.baseline}"), detail
+    bases = [v for v in shape["variants"] if v.get("baseline")]
+    if not bases:
+        return "no baseline", "no baseline variant declared", "op.yaml names no baseline variant"
+    b = bases[0]
+    why = f"{b['name']} {b['status']}" + (f": {b['error']}" if b.get("error") else "")
+    if b["status"] == "unsupported":
+        return "unsupported", f"the baseline {b['name']} does not support this shape (unsupported)", why
+    if b["status"] in ("incorrect", "suspect"):
+        return (f"baseline {b['status']}", f"the baseline {b['name']} is {b['status']} at this shape, so there is no "
+                                           "speedup over it to report", why)
+    return (f"baseline {b['status']}", f"the baseline {b['name']} failed at this shape ({b['status']}), so there is "
+                                       "no speedup over it to report", why)
+
+
+def _tie_note(rec: recommend.Recommendation, timings: dict[str, float]) -> str:
+    if not rec.ties:
+        return ("No other variant is within noise of it (p25–p75 overlapping, or medians within "
+                f"{recommend.TIE_MARGIN:.0%}): the ranking is outside the noise.")
+    exact = [n for n in rec.ties if timings[n] == rec.median_ms]
+    near = [n for n in rec.ties if n not in exact]
+    parts = []
+    if exact:
+        parts.append(f"Tied exactly with {', '.join(exact)}: the same median, {_ms(rec.median_ms)} ms, so which of "
+                     "them is named first is arbitrary.")
+    if near:
+        parts.append(f"Tied within noise (p25–p75 overlapping, or medians within {recommend.TIE_MARGIN:.0%}) with "
+                     f"{len(near)}: {', '.join(near)}.")
+    return " ".join(parts) + " Any of these is as good at this shape."
+
+
+def _headline(shape: dict[str, Any], env: dict[str, Any], rec: recommend.Recommendation, lead_: str,
+              rivals: list[_Rival], trace: Trace) -> Headline:
     v, tm = rec.variant, rec.variant["timing"]
     roof = analysis.roofline(shape, env)
     mem_frac, comp_frac = analysis.roofline_fractions(v, shape, env)
     copy = (shape.get("copy") or {}).get("timing")
-    ref = (shape.get("reference") or {}).get("timing")
-    base = next((x for x in recommend.ranked(shape) if x.get("baseline")), None)
     bound = analysis.classify(v, shape, env)
     med = _ms(rec.median_ms)
-    stats = [
-        Stat("time", f"{med} ms", f"median of {tm['reps']} CUDA-event repeats, IQR "
-                                  f"{_ms(tm['p25_ms'])}–{_ms(tm['p75_ms'])} ms"),
-        Stat("vs baseline", _ratio(rec.speedup_vs_baseline),
-             f"{rec.baseline}: {_ms(base['timing']['median_ms'])} ms ÷ {med} ms" if base else "no correct baseline"),
-        Stat("vs torch eager", _ratio(rec.speedup_vs_reference),
-             f"reference {_ms(ref['median_ms'])} ms ÷ {med} ms" if ref else "reference not timed"),
-        Stat("memory roofline", _frac(mem_frac), f"{roof.memory_basis} = {_ms(roof.memory_ms)} ms; ÷ {med} ms"
-             if roof.memory_ms else roof.memory_basis),
-        Stat("of device copy", _frac(rec.fraction_of_copy),
-             f"copy of the minimal bytes at this shape: {_ms(copy['median_ms'])} ms ÷ {med} ms" if copy
-             else "copy not timed"),
-        Stat("compute roofline", _frac(comp_frac) if comp_frac is not None else "n/a",
-             f"{roof.compute_basis} = {_ms(roof.compute_ms)} ms; ÷ {med} ms" if roof.compute_ms
-             else roof.compute_basis.removeprefix("n/a (").removesuffix(")")),
-    ]
+    timings = {x["name"]: x["timing"]["median_ms"] for x in recommend.ranked(shape)}
+    n_ties = len(rec.ties)
+    tied_txt = f" (tied with {n_ties})" if n_ties else ""
+    base_value, base_phrase, base_detail = _baseline_state(shape, rec)
+    k = analysis.dominant_kernel(v)
+    dram = analysis.m(k, analysis.DRAM)
+    tflops, gbs = _tflops(shape, rec.median_ms), _gbs(shape, rec.median_ms)
+    by = {r.what: r for r in rivals}
+    eager, comp = by.get("torch eager"), by.get("torch.compile")
+
+    def rival_stat(r: _Rival | None, what: str) -> Stat:
+        if r is None:
+            return Stat(f"vs {what}", "—", "not measured" if what == "torch.compile" else "reference not timed")
+        detail = f"{what} {_ms(r.rival_ms)} ms ÷ {_ms(r.ours_ms)} ms" + (" (tied within noise)" if r.tied else "")
+        if what == "torch.compile":
+            detail += f"; {r.source}"
+        return Stat(f"vs {what}", _ratio(r.speedup), detail, "bad" if r.beats else "")
+
+    time = Stat(f"time{tied_txt}", f"{med} ms", f"median of {tm['reps']} CUDA-event repeats, IQR "
+                                               f"{_ms(tm['p25_ms'])}–{_ms(tm['p75_ms'])} ms"
+                + (f"; tied within noise with {n_ties} other variant{'s' if n_ties > 1 else ''}" if n_ties else ""))
+    mem_roof = Stat("memory roofline", _frac(mem_frac), f"{roof.memory_basis} = {_ms(roof.memory_ms)} ms; ÷ {med} ms"
+                    if roof.memory_ms else roof.memory_basis)
+    copy_stat = Stat("of device copy", _frac(rec.fraction_of_copy),
+                     f"copy of the minimal bytes at this shape: {_ms(copy['median_ms'])} ms ÷ {med} ms" if copy
+                     else "copy not timed")
+    comp_roof = Stat("compute roofline", _frac(comp_frac) if comp_frac is not None else "n/a",
+                     f"{roof.compute_basis} = {_ms(roof.compute_ms)} ms; ÷ {med} ms" if roof.compute_ms
+                     else roof.compute_basis.removeprefix("n/a (").removesuffix(")"))
+    vs = [Stat("vs baseline", base_value, base_detail),
+          rival_stat(eager, "torch eager")] + ([rival_stat(comp, "torch.compile")] if comp else [])
+    if lead_ == "compute":
+        rate = Stat("TFLOP/s", _rate(tflops, ""), f"{shape['flops'] / 1e9:,.4g} GFLOP ÷ {med} ms")
+        stats = [time, comp_roof, rate, *vs, mem_roof, copy_stat]
+        lead_txt = (f"{_rate(tflops, 'TFLOP/s')}, " + (f"{_frac(comp_frac)} of the compute roofline" if comp_frac
+                                                      is not None else "compute roofline unknown"))
+        frac_lead = f"{_frac(comp_frac)} compute" if comp_frac is not None else "—"
+        throughput = _rate(tflops, "TFLOP/s")
+    else:
+        rate = Stat("GB/s", _rate(gbs, ""), (f"{fmt_bytes(shape['min_bytes'])} minimal ÷ {med} ms" if gbs else
+                                            "no minimal bytes") + (f"; DRAM {dram:.1f} % of peak (ncu)"
+                                                                   if dram is not None else ""))
+        stats = [time, mem_roof, rate, copy_stat, *vs, comp_roof]
+        lead_txt = (f"{_rate(gbs, 'GB/s')}, " + (f"{_frac(mem_frac)} of the memory roofline" if mem_frac is not None
+                                                else "memory roofline unknown")
+                    + f" ({_frac(rec.fraction_of_copy)} of device copy"
+                    + (f", DRAM {dram:.1f} %)" if dram is not None else ")"))
+        frac_lead = f"{_frac(mem_frac)} memory" if mem_frac is not None else "—"
+        throughput = _rate(gbs, "GB/s")
     best: dict[str, dict[str, Any]] = {}
     for x in recommend.ranked(shape):
         best.setdefault(x.get("stem", x["name"]), x)
-    fams = [FamilyRank(f, x["name"], _ms(x["timing"]["median_ms"]),
-                       "winner" if x is v else charts.behind(x["timing"]["median_ms"] / rec.median_ms))
-            for f, x in best.items()]
-    roof_txt = f"at {_frac(mem_frac)} of the memory roofline" if mem_frac is not None else "memory roofline unknown"
-    summary = (f"{med} ms: {_faster(rec.speedup_vs_baseline, f'the baseline {rec.baseline}')}, "
-               f"{_faster(rec.speedup_vs_reference, 'torch eager')}, {roof_txt} "
-               f"({_frac(rec.fraction_of_copy)} of device copy); {bound.label}")
+    fams = []
+    for f, x in best.items():
+        ratio = x["timing"]["median_ms"] / rec.median_ms
+        tie = x["name"] in rec.ties
+        fams.append(FamilyRank(f, _breakable(x["name"]), _ms(x["timing"]["median_ms"]),
+                               "recommended" if x is v else charts.standing(ratio, False, tie, True),
+                               "rec" if x is v else "tie" if tie else ""))
+    beaten = [r for r in rivals if r.beats]
+    rival_phrases = [r.phrase() for r in rivals] or ["torch eager not timed"]
+    summary = (f"{med} ms{' (tied with ' + str(n_ties) + ' within noise)' if n_ties else ''}: {base_phrase}, "
+               f"{', '.join(rival_phrases)}; {lead_txt}; {bound.label}")
+    title = (f"Recommended for {shape['id']}" if not beaten else f"Best Triton variant for {shape['id']} ("
+             + " and ".join(r.what for r in beaten) + " is faster)")
     return Headline(
+        title=title, css="beaten" if beaten else "",
         name=v["name"], name_wrap=_breakable(v["name"]), family=v.get("stem", v["name"]),
         layout=v.get("layout", ""), grid=_dims(rec.grid), block=_dims(rec.block),
         cluster=_dims(rec.cluster) if rec.cluster else "", median_ms=med, spread_ms=f"{_ms(tm['p25_ms'])}–{_ms(tm['p75_ms'])}",
-        vs_baseline=_ratio(rec.speedup_vs_baseline), baseline=rec.baseline or "—",
-        vs_reference=_ratio(rec.speedup_vs_reference), frac_copy=_frac(rec.fraction_of_copy),
-        frac_roofline=_frac(mem_frac), summary=summary, stats=stats, bound=bound.label, bound_rule=bound.rule,
-        ties=list(rec.ties), families=fams, findings=analysis.findings(v, shape, env),
-        runner_up=f"{fams[1].family} {fams[1].vs_winner}" if len(fams) > 1 else "—")
+        vs_baseline=base_value if rec.speedup_vs_baseline is None else _ratio(rec.speedup_vs_baseline),
+        baseline=rec.baseline or base_detail, vs_reference=_ratio(eager.speedup) if eager else "—",
+        vs_compile=_ratio(comp.speedup) if comp else "—", frac_copy=_frac(rec.fraction_of_copy),
+        frac_roofline=_frac(mem_frac), lead=lead_, throughput=throughput, frac_lead=frac_lead, summary=summary,
+        tie_note=_tie_note(rec, timings),
+        warning="; ".join(f"{r.what} faster ({r.speedup:.2f}×)" for r in beaten),
+        stats=stats, bound=bound.label, bound_rule=bound.rule, ties=list(rec.ties), families=fams,
+        runner_up=f"{fams[1].family} {fams[1].vs_winner}" if len(fams) > 1 else "—", trace=trace,
+        findings=analysis.findings(v, shape, env))
 
 
 def _href(base: Path, reports_dir: Path, name: str | None) -> str:
@@ -200,33 +462,46 @@ def _href(base: Path, reports_dir: Path, name: str | None) -> str:
 
 
 def shape_view(shape: dict[str, Any], env: dict[str, Any], results_dir: Path, reports_dir: Path,
-               shape_charts: list[Chart] | None = None) -> ShapeView:
+               shape_charts: list[Chart] | None = None, bench: dict[str, dict[str, Any]] | None = None) -> ShapeView:
+    """One shape's view; `bench`: bench.json rows per shape id (torch.compile), when measured."""
     rec = recommend.recommend(shape)
     order = recommend.ranked(shape)
+    lead_ = shape_lead(shape, env)
     base_ms = next((v["timing"]["median_ms"] for v in order if v.get("baseline")), None)
-    best_ms = order[0]["timing"]["median_ms"] if order else None
-    rows = [_row(v, shape, env, rec, base_ms, best_ms) for v in shape["variants"]]
+    rows = [_row(v, shape, env, rec, base_ms, lead_, results_dir, reports_dir) for v in shape["variants"]]
     rows.sort(key=lambda r: (r.median_raw is None, r.median_raw or 0, r.name))
+    folded = [r for r in rows if r.folded]
     copy = (shape.get("copy") or {}).get("timing")
     ref = (shape.get("reference") or {}).get("timing")
     mb = shape.get("min_bytes")
     roof = analysis.roofline(shape, env)
+    brow = (bench or {}).get(shape["id"])
+    rivals = _rivals(shape, rec, brow) if rec else []
     facts = [("minimal bytes", _bytes(mb)),
+             ("FLOPs", f"{shape['flops'] / 1e9:,.4g} GFLOP" if shape.get("flops") else "none declared"),
              ("device copy", "—" if not copy else f"{_ms(copy['median_ms'])} ms"
               + (f" ({mb / copy['median_ms'] / 1e6:,.0f} GB/s)" if mb else "")),
-             ("torch eager", f"{_ms(ref['median_ms'])} ms" if ref else "—"),
-             ("memory roofline", f"{_ms(roof.memory_ms)} ms = {roof.memory_basis}" if roof.memory_ms
+             ("torch eager", f"{_ms(ref['median_ms'])} ms" if ref else "—")]
+    if brow:
+        facts.append(("torch.compile", f"{_ms(brow['median_ms']['torch.compile'])} ms ({BENCH_FILE})"))
+    roofs = [("memory roofline", f"{_ms(roof.memory_ms)} ms = {roof.memory_basis}" if roof.memory_ms
               else roof.memory_basis),
              ("compute roofline", f"{_ms(roof.compute_ms)} ms = {roof.compute_basis}" if roof.compute_ms
               else roof.compute_basis)]
+    facts += roofs[::-1] if lead_ == "compute" else roofs
     statuses = Counter(v["status"] for v in shape["variants"])
+    fold_counts = Counter(r.status for r in folded)
     ncu_rec = shape.get("ncu") or {}
+    rec_row = next((r for r in rows if r.recommended), None)
     return ShapeView(
         id=shape["id"], anchor="shape-" + results.slug(shape["id"]),
         params=", ".join(f"{k}={v}" for k, v in (shape.get("params") or {}).items()) or "default",
-        dtype=shape.get("dtype", ""), facts=facts, headline=_headline(shape, env, rec) if rec else None,
+        dtype=shape.get("dtype", ""), lead=lead_, facts=facts, alerts=_alerts(rivals, rec) if rec else [],
+        headline=_headline(shape, env, rec, lead_, rivals, rec_row.trace) if rec else None,
         ties=list(rec.ties) if rec else [], charts=shape_charts or [],
-        columns=COLUMNS, rows=rows,
+        columns=columns(lead_), rows=rows, shown_rows=[r for r in rows if not r.folded], folded_rows=folded,
+        folded_summary=(f"{len(folded)} variant{'s' if len(folded) > 1 else ''} failed or do not support this shape: "
+                        + ", ".join(f"{n} {s}" for s, n in fold_counts.items())) if folded else "",
         counts=f"{len(shape['variants'])} variants: " + ", ".join(f"{n} {s}" for s, n in statuses.items()),
         families=list({v.get("stem", v["name"]): v.get("layout", "") for v in shape["variants"]}.items()),
         ncu_status=ncu_rec.get("status", "—"), ncu_message=ncu_rec.get("message", ""),
@@ -272,19 +547,19 @@ def _environment(doc: dict[str, Any]) -> list[tuple[str, str]]:
 MAX_DRAW_PROCESSES = 16
 
 
-def _colors(doc: dict[str, Any]) -> dict[str, str]:
-    return charts.colors([v.get("stem", v["name"]) for s in doc["shapes"] for v in s["variants"]])
+def _styles(doc: dict[str, Any]) -> dict[str, charts.Style]:
+    return charts.styles([v.get("stem", v["name"]) for s in doc["shapes"] for v in s["variants"]])
 
 
-def _draw(job: tuple[str, dict[str, Any], dict[str, str]]) -> list[Chart]:
-    op, shape, col = job
-    return charts.shape_charts(op, shape, recommend.recommend(shape), col)
+def _draw(job: tuple[str, dict[str, Any], dict[str, Any], dict[str, charts.Style]]) -> list[Chart]:
+    op, shape, env, sty = job
+    return charts.shape_charts(op, shape, env, recommend.recommend(shape), sty, shape_lead(shape, env))
 
 
 def draw_all(docs: list[dict[str, Any]]) -> list[list[list[Chart]]]:
     """Every shape's charts, per doc. Drawing SVGs is most of a render (0.2 s a chart, 3 per shape), so
     the shapes are drawn in parallel processes (matplotlib is not thread-safe); the output is the same."""
-    jobs = [(d["op"], s, _colors(d)) for d in docs for s in d["shapes"]]
+    jobs = [(d["op"], s, d["environment"], _styles(d)) for d in docs for s in d["shapes"]]
     workers = min(len(jobs), os.cpu_count() or 1, MAX_DRAW_PROCESSES)
     if workers > 1:
         # a Pool, not an executor: leaving it (an interrupt, SIGTERM) terminates its processes at once
@@ -295,20 +570,31 @@ def draw_all(docs: list[dict[str, Any]]) -> list[list[list[Chart]]]:
     return [[next(drawn) for _ in d["shapes"]] for d in docs]
 
 
+def _bench_note(bench: dict[str, dict[str, Any]]) -> str:
+    if not bench:
+        return ""
+    return (f"torch.compile times come from {BENCH_FILE} beside the results (bench/rmsnorm.py: the recommended "
+            "variant, torch eager and torch.compile timed side by side in one process), for shapes "
+            + ", ".join(bench) + "; the vs torch.compile ratio compares the two times of that run.")
+
+
 def op_page(doc: dict[str, Any], path: Path, reports_dir: Path, replayed: bool,
-            drawn: list[list[Chart]] | None = None, filename: str | None = None) -> OpPage:
+            drawn: list[list[Chart]] | None = None, filename: str | None = None,
+            related: list[Link] | None = None) -> OpPage:
     env = doc["environment"]
-    col = _colors(doc)
-    drawn = drawn if drawn is not None else [_draw((doc["op"], s, col)) for s in doc["shapes"]]
-    shapes = [shape_view(s, env, path.parent, reports_dir, c) for s, c in zip(doc["shapes"], drawn)]
+    sty = _styles(doc)
+    drawn = drawn if drawn is not None else [_draw((doc["op"], s, env, sty)) for s in doc["shapes"]]
+    bench = bench_rows(path.parent, env)
+    shapes = [shape_view(s, env, path.parent, reports_dir, c, bench) for s, c in zip(doc["shapes"], drawn)]
     return OpPage(
         op=doc["op"], replay_note=replay_note(doc) if replayed else "", gpu=str(env.get("gpu_name", "?")),
         created=str(doc.get("created", "—")), environment=_environment(doc),
         commands=[(s.id, s.ncu_command) for s in shapes if s.ncu_command],
         thresholds=[(k, f"{v:g}", d) for k, (v, d) in analysis.THRESHOLDS.items()],
-        glossary=COLUMNS + [Column("findings", FINDINGS_NOTE)],
+        glossary=columns("memory") + LEAD_COLUMNS["compute"][:2] + [Column("findings", FINDINGS_NOTE)],
         results_href=_href(path.parent, reports_dir, path.name), results_name="/".join(path.parts[-4:]),
-        sweep_chart=charts.sweep(doc, col), shapes=shapes, filename=filename or page_names([doc])[0])
+        sweep_chart=charts.sweep(doc, sty, op_lead(doc)), shapes=shapes, filename=filename or page_names([doc])[0],
+        bench_note=_bench_note(bench), related=related or [])
 
 
 def environment() -> jinja2.Environment:
@@ -318,12 +604,13 @@ def environment() -> jinja2.Environment:
 
 
 def digest(paths: list[Path], replayed: bool) -> str:
-    """Hash of everything a set of pages is rendered from: results files, the replay flag, and this
-    package's rendering code and templates."""
+    """Hash of everything a set of pages is rendered from: results files (and the bench.json beside each),
+    the replay flag, and this package's rendering code and templates."""
     h = hashlib.sha256(f"{replayed}\n".encode())
     here = Path(__file__).parent
-    code = [here / f for f in ("report.py", "viewmodel.py", "charts.py", "analysis.py", "recommend.py")]
-    for f in [*paths, *code, *sorted((here / "templates").iterdir())]:
+    code = [here / f for f in ("report.py", "viewmodel.py", "charts.py", "analysis.py", "recommend.py", "compare.py")]
+    benches = [p.parent / BENCH_FILE for p in paths if (p.parent / BENCH_FILE).is_file()]
+    for f in [*paths, *benches, *code, *sorted((here / "templates").iterdir())]:
         h.update(f"{f.name}\n".encode() + f.read_bytes())
     return h.hexdigest()
 
@@ -351,7 +638,8 @@ def _current(inputs: str, pages: list[Path], reports_dir: Path) -> bool:
 
 def index_entry(doc: dict[str, Any], path: Path, reports_dir: Path, replayed: bool, filename: str) -> OpPage:
     """What the index shows of an op whose page is not rendered now: its shapes' headlines, no charts."""
-    shapes = [shape_view(s, doc["environment"], path.parent, reports_dir) for s in doc["shapes"]]
+    bench = bench_rows(path.parent, doc["environment"])
+    shapes = [shape_view(s, doc["environment"], path.parent, reports_dir, bench=bench) for s in doc["shapes"]]
     return OpPage(op=doc["op"], replay_note=replay_note(doc) if replayed else "",
                   gpu=str(doc["environment"].get("gpu_name", "?")), created=str(doc.get("created", "—")),
                   environment=[], commands=[], thresholds=[], glossary=[],
@@ -359,47 +647,230 @@ def index_entry(doc: dict[str, Any], path: Path, reports_dir: Path, replayed: bo
                   sweep_chart=None, shapes=shapes, filename=filename)
 
 
-_INDEX_LINK = re.compile(r'<h2><a href="([a-z0-9._-]+\.html)">')
+# ---------------------------------------------------------------- one op across GPUs
+
+def compare_name(op: str) -> str:
+    return f"{results.slug(op)}.gpus.html"
+
+
+def _family_best(shape: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    best: dict[str, dict[str, Any]] = {}
+    for v in recommend.ranked(shape):
+        best.setdefault(v.get("stem", v["name"]), v)
+    return best
+
+
+def _ties_winner(v: dict[str, Any] | None, rec: recommend.Recommendation) -> bool:
+    return v is not None and (v is rec.variant or v["name"] in rec.ties)
+
+
+def compare_page(op: str, entries: list[tuple[dict[str, Any], str]], replayed: bool) -> ComparePage:
+    """Does the winning layout change between GPUs? `entries`: (results doc, its page's file name) per GPU."""
+    gpus = [str(d["environment"].get("gpu_name", "?")) for d, _ in entries]
+    ids = list(dict.fromkeys(s["id"] for d, _ in entries for s in d["shapes"]))
+    shapes, changed_ids = [], []
+    for sid in ids:
+        cells, winners, recs = [], {}, {}
+        for (doc, page), gpu in zip(entries, gpus):
+            shape = next((s for s in doc["shapes"] if s["id"] == sid), None)
+            rec = recommend.recommend(shape) if shape else None
+            href = f"{page}#shape-{results.slug(sid)}"
+            if rec is None:
+                cells.append(CompareCell(gpu, Markup("not recorded" if shape is None else "no correct variant"),
+                                         "—", "—", "—", "—", "", href if shape else ""))
+                continue
+            env = doc["environment"]
+            lead_ = lead(rec.variant, shape, env)
+            mem, comp = analysis.roofline_fractions(rec.variant, shape, env)
+            lead_txt = (f"{_rate(_tflops(shape, rec.median_ms), 'TFLOP/s')}, {_frac(comp)} of compute roofline"
+                        if lead_ == "compute" else
+                        f"{_rate(_gbs(shape, rec.median_ms), 'GB/s')}, {_frac(mem)} of memory roofline")
+            fam = rec.variant.get("stem", rec.variant["name"])
+            winners[gpu], recs[gpu] = fam, (shape, rec)
+            cells.append(CompareCell(gpu, _breakable(rec.variant["name"]), fam, _ms(rec.median_ms), lead_txt,
+                                     _ratio(rec.speedup_vs_reference),
+                                     f"tied with {len(rec.ties)}" if rec.ties else "", href))
+        fams = list(dict.fromkeys(f for d, _ in entries for s in d["shapes"] if s["id"] == sid
+                                  for f in _family_best(s)))
+        table = []
+        for f in fams:
+            row: list[str] = []
+            for gpu in gpus:
+                if gpu not in recs:
+                    row.append("—")
+                    continue
+                shape, rec = recs[gpu]
+                b = _family_best(shape).get(f)
+                row.append("—" if b is None else "recommended" if b is rec.variant else charts.standing(
+                    b["timing"]["median_ms"] / rec.median_ms, False, b["name"] in rec.ties, True))
+            table.append((f, row))
+        distinct = list(dict.fromkeys(winners.values()))
+        if len(winners) < 2:
+            verdict, changed = "recorded on one GPU only: nothing to compare", False
+        elif len(distinct) == 1:
+            same_variant = len({recs[g][1].variant["name"] for g in recs}) == 1
+            verdict, changed = (f"same layout family on every GPU: {distinct[0]}"
+                                + (" (the same variant)" if same_variant else " (different configs)")), False
+        else:
+            # a family that wins on one GPU and ties the winner on every other is a change within noise
+            within = all(_ties_winner(_family_best(shape).get(f), rec)
+                         for f in distinct for shape, rec in recs.values())
+            verdict = "the winning layout changes: " + ", ".join(f"{g}: {f}" for g, f in winners.items()) + (
+                " (within noise: each GPU's winning family ties the winner on the others)" if within else "")
+            changed = True
+            changed_ids.append(sid)
+        shapes.append(CompareShape(sid, verdict, changed, cells, gpus, table))
+    both = sum(1 for s in shapes if sum(c.family != "—" for c in s.cells) >= 2)
+    summary = (f"{len(changed_ids)} of the {both} shapes recorded on more than one GPU change their winning layout "
+               f"family between GPUs" + (f": {', '.join(changed_ids)}." if changed_ids else "."))
+    return ComparePage(op=op, filename=compare_name(op),
+                       replay_note=" ".join(dict.fromkeys(replay_note(d) for d, _ in entries)) if replayed else "",
+                       gpus=[Link(page, gpu, f"results written {d.get('created', '—')}")
+                             for (d, page), gpu in zip(entries, gpus)],
+                       summary=summary, shapes=shapes)
+
+
+# ---------------------------------------------------------------- against a baseline results set
+
+def diff_name(page: str) -> str:
+    return page.removesuffix(".html") + ".diff.html"
+
+
+def baseline_docs(where: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The results files of a baseline: one file, or every <gpu>/<op>/results.json under a folder."""
+    files = results.find_all(where) if where.is_dir() else [where]
+    return [(f.resolve(), results.load(f)) for f in files]
+
+
+def baseline_for(doc: dict[str, Any], base: list[tuple[Path, dict[str, Any]]]) -> tuple[Path, dict[str, Any]] | None:
+    """The baseline of the same op measured on the same GPU model; timings of other GPUs do not compare."""
+    gpu = doc["environment"].get("gpu_name")
+    return next(((p, b) for p, b in base if b["op"] == doc["op"] and b["environment"].get("gpu_name") == gpu), None)
+
+
+def diff_page(doc: dict[str, Any], path: Path, base_path: Path, base: dict[str, Any], replayed: bool,
+              filename: str) -> DiffPage:
+    env = doc["environment"]
+    shapes = []
+    for shape in doc["shapes"]:
+        old = next((s for s in base["shapes"] if s["id"] == shape["id"]), None)
+        rec, old_rec = recommend.recommend(shape), recommend.recommend(old) if old else None
+        now = rec.variant["name"] if rec else "nothing (no correct variant)"
+        then = old_rec.variant["name"] if old_rec else "nothing" if old else "—"
+        recommendation = (f"recommended: {now}" + ("" if old is None else " (unchanged)" if then == now
+                                                   else f", was {then}"))
+        rows = []
+        names = list(dict.fromkeys([v["name"] for v in shape["variants"]]
+                                   + [v["name"] for v in (old or {}).get("variants", [])]))
+        for name in names:
+            v = next((x for x in shape["variants"] if x["name"] == name), None)
+            ov = next((x for x in (old or {}).get("variants", []) if x["name"] == name), None)
+            cur_t = v.get("timing") if v and v["status"] == "ok" else None
+            old_t = ov.get("timing") if ov and ov["status"] == "ok" else None
+            status = (v["status"] if v else "removed") + (
+                "" if ov is None and v is None else " (new)" if ov is None else
+                "" if v and ov["status"] == v["status"] else f" (was {ov['status']})")
+            delta, verdict, css = "—", "no timing on both sides", ""
+            if cur_t and old_t:
+                change = cur_t["median_ms"] / old_t["median_ms"] - 1
+                delta = f"{change * 100:+.1f} %"
+                kind = analysis.classify(v, shape, env).kind
+                sh = compare.compare_timings(old, old_t, shape, cur_t, kind)
+                if sh is not None:
+                    verdict, word = sh.text(), sh.verdict
+                else:
+                    word = ("same" if recommend.tied(old_t, cur_t) else "slower" if change > 0 else "faster")
+                    verdict = ("median Δ only (no stored repeats): " + (
+                        f"within noise (p25–p75 overlapping or medians within {recommend.TIE_MARGIN:.0%})"
+                        if word == "same" else f"{word}, outside the noise"))
+                css = "bad" if word == "slower" else "good" if word == "faster" else ""
+            elif v and ov and (v["status"] == "ok") != (ov["status"] == "ok"):
+                css = "bad" if ov["status"] == "ok" else "good"
+            rows.append(DiffRow(_breakable(name), _ms(old_t and old_t["median_ms"]),
+                                _ms(cur_t and cur_t["median_ms"]), delta, verdict, status, css))
+        shapes.append(DiffShape(shape["id"], recommendation, rows,
+                                "not in the baseline (a new shape)" if old is None else ""))
+    return DiffPage(op=doc["op"], gpu=str(env.get("gpu_name", "?")), filename=filename,
+                    replay_note=replay_note(doc) if replayed else "", current_name="/".join(path.parts[-4:]),
+                    baseline_name="/".join(base_path.parts[-4:]),
+                    page_href=filename.removesuffix(".diff.html") + ".html", shapes=shapes,
+                    method=("Δ is the current median over the baseline median, less one. Where both runs stored "
+                            "their repeats, the verdict is the gate's (pipeline/compare.py): a control-normalised "
+                            "Hodges–Lehmann shift with a bootstrap interval; otherwise only the medians are "
+                            f"compared, and a change within noise (p25–p75 overlapping or medians within "
+                            f"{recommend.TIE_MARGIN:.0%}) is called the same."))
+
+
+_INDEX_LINK = re.compile(r'<h2><a href="([a-z0-9._-]+\.html)">|<a class="page" href="([a-z0-9._-]+\.html)">')
 
 
 def _listed(index: Path) -> set[str]:
-    """The op pages an index written by render() links to."""
+    """The pages an index written by render() links to (op pages, cross-GPU and diff pages)."""
     try:
-        return set(_INDEX_LINK.findall(index.read_text()))
+        return {a or b for a, b in _INDEX_LINK.findall(index.read_text())}
     except OSError:
         return set()
 
 
-def render(paths: list[Path], reports_dir: Path, replayed: bool, index: list[Path] | None = None) -> list[Path]:
+def render(paths: list[Path], reports_dir: Path, replayed: bool, index: list[Path] | None = None,
+           baseline: Path | None = None) -> list[Path]:
     """Write one page per results file of `paths` and the index over `index` (default: `paths`; the files in
     `paths` are always listed); returns the files written (index first).
 
     The index lists every results file it is given, so rendering one op keeps the others on it; their pages
-    are rendered only where missing. Pages the previous index listed and this one does not (their results
-    are gone) are deleted. Nothing is written when the pages on disk were rendered from the same inputs (a
-    rerun that measured nothing re-renders in no time)."""
+    are rendered only where missing. An op recorded on several GPUs also gets a page comparing them, and with
+    `baseline` (a results file or a profiles folder) each listed op that has a baseline on its GPU gets a diff
+    page. Pages the previous index listed and this one does not (their results are gone) are deleted. Nothing
+    is written when the pages on disk were rendered from the same inputs (a rerun that measured nothing
+    re-renders in no time)."""
     paths = [p.resolve() for p in paths]
     listed = list(dict.fromkeys([*(p.resolve() for p in index or []), *paths]))
     docs = {p: results.load(p) for p in listed}      # each file read once
     names = dict(zip(listed, page_names([docs[p] for p in listed])))
-    inputs = digest(listed, replayed)
-    if _current(inputs, [reports_dir / n for n in names.values()], reports_dir):
-        return [reports_dir / "index.html", *(reports_dir / names[p] for p in listed)]
+    base = baseline_docs(baseline) if baseline else []
+    diffs = {p: found for p in listed if (found := baseline_for(docs[p], base))}
+    by_op: dict[str, list[Path]] = {}
+    for p in listed:
+        by_op.setdefault(docs[p]["op"], []).append(p)
+    multi = {op: ps for op, ps in by_op.items() if len(ps) > 1}
+    inputs = digest(listed + [bp for bp, _ in diffs.values()], replayed)
+    extra = [reports_dir / compare_name(op) for op in multi] + [reports_dir / diff_name(names[p]) for p in diffs]
+    if _current(inputs, [reports_dir / n for n in names.values()] + extra, reports_dir):
+        return [reports_dir / "index.html", *(reports_dir / names[p] for p in listed), *extra]
     todo = [p for p in listed if p in paths or not (reports_dir / names[p]).exists()]
     env = environment()
-    pages = {p: op_page(docs[p], p, reports_dir, replayed, drawn, names[p])
+
+    def related(p: Path) -> list[Link]:
+        out = [Link(compare_name(docs[p]["op"]), "this op on every GPU")] if docs[p]["op"] in multi else []
+        return out + ([Link(diff_name(names[p]), "against the baseline")] if p in diffs else [])
+
+    pages = {p: op_page(docs[p], p, reports_dir, replayed, drawn, names[p], related(p))
              for p, drawn in zip(todo, draw_all([docs[p] for p in todo]))}
     written = []
     for page in pages.values():
         out = reports_dir / page.filename
         results.write_atomic(out, env.get_template("op.html").render(page=page))
         written.append(out)
+    compares = []
+    for op, ps in multi.items():
+        cp = compare_page(op, [(docs[p], names[p]) for p in ps], replayed)
+        results.write_atomic(reports_dir / cp.filename, env.get_template("compare.html").render(page=cp))
+        written.append(reports_dir / cp.filename)
+        compares.append(Link(cp.filename, f"{op} on {len(ps)} GPUs", cp.summary))
+    diff_links = []
+    for p, (bp, bdoc) in diffs.items():
+        dp = diff_page(docs[p], p, bp, bdoc, replayed, diff_name(names[p]))
+        results.write_atomic(reports_dir / dp.filename, env.get_template("diff.html").render(page=dp))
+        written.append(reports_dir / dp.filename)
+        diff_links.append(Link(dp.filename, f"{dp.op} on {dp.gpu}", f"against {bp}"))
     entries = [pages.get(p) or index_entry(docs[p], p, reports_dir, replayed, names[p]) for p in listed]
+    for p, e in zip(listed, entries):
+        e.related = related(p)
     # one note per recording (GPU and date) among the pages
     page = IndexPage(replay_note=" ".join(dict.fromkeys(e.replay_note for e in entries)) if replayed else "",
-                     ops=entries, digest=inputs)
+                     ops=entries, compares=compares, diffs=diff_links, digest=inputs)
     out = reports_dir / "index.html"
-    stale = _listed(out) - set(names.values())
+    stale = _listed(out) - set(names.values()) - {x.name for x in extra}
     results.write_atomic(out, env.get_template("index.html").render(page=page))
     for name in stale:
         (reports_dir / name).unlink(missing_ok=True)
