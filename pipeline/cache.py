@@ -46,6 +46,7 @@ class ShapeWork:
     timing: dict[str, Any] | None = None
     after: dict[str, Any] = field(default_factory=dict)   # each timed variant's recheck (timing.recheck)
     min_bytes: int | None = None
+    input_bytes: int | None = None                # of min_bytes, what the inputs occupy (evidence.py)
     env: dict[str, Any] | None = None
     errors: list[str] = field(default_factory=list)
     timed: bool = False

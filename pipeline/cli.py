@@ -28,7 +28,7 @@ from pipeline import errors as errors_mod
 from pipeline import ops as ops_mod
 # report and export (matplotlib, through the charts) are imported by the commands that draw: gate, list and
 # config start without them
-from pipeline import gate_output, ingest, jsonout, newop, profiling, recommend, results, stages, supervise
+from pipeline import gate_output, ingest, jsonout, newop, optimize, profiling, recommend, results, stages, supervise
 from pipeline.errors import ConfigError, ExitCode, PipelineError
 
 START = time.monotonic()
@@ -296,6 +296,11 @@ def cmd_gate(args: argparse.Namespace) -> int:
                            reference=Path(args.reference).resolve() if args.reference else None)
 
 
+def cmd_optimize(args: argparse.Namespace) -> int:
+    proj = _project(args)
+    return optimize.command(args, proj.root, proj.cfg, console.print)
+
+
 def version() -> str:
     try:
         return importlib.metadata.version("kernel-grid-pipeline")
@@ -401,6 +406,8 @@ def parser() -> argparse.ArgumentParser:
     gt.add_argument("--json", action="store_true", help="print the verdict and every check as JSON instead of "
                                                         "the table (the exit code is the same)")
     gt.set_defaults(func=cmd_gate)
+    om = sub.add_parser("optimize", help="propose, verify and time candidates stage by stage; promote only real wins")
+    optimize.add_arguments(om).set_defaults(func=cmd_optimize)
     cf = sub.add_parser("config", help="print every config key as a Markdown table")
     cf.set_defaults(func=cmd_config)
     return p

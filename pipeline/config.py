@@ -257,6 +257,11 @@ class Config:
     kernels_dir: str = _f("kernels", "where ops live: kernels/<op>/reference.py + variants + op.yaml")
     profiles_dir: str = _f("profiles", "results JSON and .ncu-rep files, per GPU and op")
     reports_dir: str = _f("reports", "generated HTML")
+    backend: typing.Literal["threads", "ray"] = _f(
+        "threads", "where `profile` runs its lanes, one per GPU: `threads` (the GPUs of this host) or `ray` (every "
+        "GPU of a Ray cluster, one actor each; `pip install .[ray]`); --backend")
+    ray_address: str = _f("auto", "the Ray cluster of backend ray: `auto` (the one `ray start` made this node part "
+                                  "of), `host:port` of its head, or `ray://host:port` (Ray Client); --ray-address")
     verify: VerifyConfig = _f(VerifyConfig(), "correctness checking")
     timing: TimingConfig = _f(TimingConfig(), "CUDA-event timing outside ncu")
     ncu: NcuConfig = _f(NcuConfig(), "Nsight Compute settings")
@@ -499,7 +504,8 @@ def load_op(root: Config, path: Path) -> Config:
     if not isinstance(node, yaml.MappingNode):
         raise ConfigError(f"{_where(path, node)}: top level must be a mapping")
     op_fields = {f.name for f in dataclasses.fields(OpConfig)}
-    root_fields = {f.name for f in dataclasses.fields(Config)} - {"op", "kernels_dir", "profiles_dir", "reports_dir"}
+    root_fields = {f.name for f in dataclasses.fields(Config)} - {"op", "kernels_dir", "profiles_dir", "reports_dir",
+                                                                  "backend", "ray_address"}
     op_node = yaml.MappingNode("tag:yaml.org,2002:map", [], start_mark=node.start_mark)
     rest = yaml.MappingNode("tag:yaml.org,2002:map", [], start_mark=node.start_mark)
     for k, v in node.value:

@@ -17,9 +17,14 @@ FASTER_THAN_COPY = 1.5
 KERNEL_OVER_EVENTS = 1.5
 KERNEL_SLACK_MS = 0.005     # event and CUPTI clocks differ by a few µs on the smallest kernels
 NCU_SUSPECT = {"no-kernels", "count-mismatch"}
+# ncu flushes every cache before each replay (ncu.cache_control: all), so a kernel that reads its inputs
+# reads them from DRAM: under this fraction of their bytes read, it did not read them
+DRAM_READ_FRACTION = 0.5
+READ = "dram__bytes_read.sum"
+BYTES = {"byte": 1, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9}     # ncu's units for byte counts
 
 
-def judge(rec: dict[str, Any], copy_timing: dict[str, Any] | None) -> None:
+def judge(rec: dict[str, Any], copy_timing: dict[str, Any] | None, input_bytes: int | None = None) -> None:
     """Set `rec` (a variant record measured now) incorrect or suspect where the evidence says so."""
     if rec["status"] != "ok":
         return
@@ -27,12 +32,13 @@ def judge(rec: dict[str, Any], copy_timing: dict[str, Any] | None) -> None:
     if after and not after.get("ok", True) and not after.get("suspect"):
         rec.update(status="incorrect", error=f"on the timed inputs, after timing: {after.get('reason', '')}")
         return
-    reasons = suspicions(rec, copy_timing)
+    reasons = suspicions(rec, copy_timing, input_bytes)
     if reasons:
         rec.update(status="suspect", error="; ".join(reasons))
 
 
-def suspicions(rec: dict[str, Any], copy_timing: dict[str, Any] | None) -> list[str]:
+def suspicions(rec: dict[str, Any], copy_timing: dict[str, Any] | None, input_bytes: int | None = None
+               ) -> list[str]:
     reasons = []
     after = rec.get("after_timing") or {}
     if after.get("suspect"):
@@ -56,6 +62,12 @@ def suspicions(rec: dict[str, Any], copy_timing: dict[str, Any] | None) -> list[
         reasons.append(f"{copy_ms / median:.1f}x faster than the device's copy of the op's minimal bytes "
                        f"({median:.4g} ms against {copy_ms:.4g} ms): it cannot have read its inputs")
     ncu = rec.get("ncu") or {}
+    reads = [(k.get("metrics") or {}).get(READ) for k in ncu.get("kernels") or []]
+    if ncu.get("status") == "ok" and input_bytes and reads and all(r and r.get("unit") in BYTES for r in reads):
+        read = sum(r["value"] * BYTES[r["unit"]] for r in reads)
+        if read < DRAM_READ_FRACTION * input_bytes:
+            reasons.append(f"its kernels read {read / 1e6:.4g} MB from DRAM (ncu, caches flushed) where its inputs "
+                           f"occupy {input_bytes / 1e6:.4g} MB: it did not read them")
     if ncu.get("status") in NCU_SUSPECT:
         reasons.append(f"ncu {ncu['status']}: {ncu.get('error', '')}")
     return reasons

@@ -142,6 +142,7 @@ def measure_op(op: Op, works: list[ShapeWork], workdir: Path, log: Path, device:
                 w.compiled = {k: e[k] for k in ("seconds", "kernels", "threads")}
             elif e["event"] == "timing" and w is not None:
                 w.timing, w.min_bytes, w.after = e["stats"], e["min_bytes"], e.get("after") or {}
+                w.input_bytes = e.get("input_bytes")
             elif e["event"] == "shape-end" and w is not None:
                 w.wall["time"] += e["t"] - since
                 since, w.timed = e["t"], True

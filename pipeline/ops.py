@@ -378,6 +378,67 @@ def _parse_variants(path: Path, baseline: str) -> list[Variant]:
     return [Variant(config_label(stem, c), str(path), stem, str(layout or ""), dict(c), is_base) for c in configs]
 
 
+@dataclass(frozen=True)
+class Space:
+    """A variant's tunable space as written (`SPACE = dict(NAME=[values], ...)`, `RESTRICT = ["expr", ...]`,
+    Kernel Tuner's tune_params/restrictions shape): read with ast, never run."""
+    file: str
+    params: dict[str, list[Any]]
+    restrict: list[str]
+    line: int                 # of SPACE
+    restrict_line: int = 0    # of RESTRICT; 0 when the file has none
+
+
+def _first_assign(tree: ast.Module, name: str) -> ast.Assign | None:
+    """The module-level assignment to `name` that _literal reads (the first)."""
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            return node
+    return None
+
+
+def read_space(path: Path) -> Space | None:
+    """The SPACE and RESTRICT a variant file declares, or None without SPACE; ConfigError at file:line when
+    they are not literals of the right kind."""
+    try:
+        tree = ast.parse(read_text(path), filename=str(path))
+    except SyntaxError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}: SyntaxError: {exc.msg}") from exc
+    node = _first_assign(tree, "SPACE")
+    if node is None:
+        return None
+    at = f"{path}:{node.lineno}"
+    try:
+        params = _eval(node.value)
+    except (ValueError, TypeError):
+        raise ConfigError(f"{at}: SPACE must be a literal dict of lists, e.g. "
+                          "SPACE = dict(BLOCK=[64, 128], num_warps=[2, 4])") from None
+    if not isinstance(params, dict) or not params:
+        raise ConfigError(f"{at}: SPACE must be a non-empty dict of parameter name to list of values")
+    for key, values in params.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ConfigError(f"{at}: SPACE key {key!r} is not a parameter name")
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{at}: SPACE['{key}'] must be a non-empty list of values, got {values!r}")
+        bad = [v for v in values if not isinstance(v, (int, float, str, bool))]
+        if bad:
+            raise ConfigError(f"{at}: SPACE['{key}'] holds {bad[0]!r}; values must be numbers, strings or bools")
+        if len(set(map(repr, values))) != len(values):
+            raise ConfigError(f"{at}: SPACE['{key}'] lists a value twice: {values!r}")
+    rnode = _first_assign(tree, "RESTRICT")
+    restrict: list[str] = []
+    if rnode is not None:
+        try:
+            value = _eval(rnode.value)
+        except (ValueError, TypeError):
+            value = None
+        if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
+            raise ConfigError(f"{path}:{rnode.lineno}: RESTRICT must be a literal list of strings, e.g. "
+                              "RESTRICT = [\"BLOCK // (32 * num_warps) <= 16\"]")
+        restrict = value
+    return Space(str(path), params, restrict, node.lineno, rnode.lineno if rnode is not None else 0)
+
+
 def load_op_dir(op_dir: Path, root: Config) -> Op:
     reference = op_dir / "reference.py"
     if not reference.exists():

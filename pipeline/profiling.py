@@ -4,34 +4,40 @@ Data flows one way: ops → worker (verify, time) → ncu → metrics → result
 carries a cache key (variant_key); a rerun measures only variants whose key changed, re-timing the shape's
 fastest and baseline variants beside them so the comparisons it reports come from one run. Each shape's
 record is written atomically as soon as its op is complete, so an interrupted run keeps finished ops.
-Measuring is pipeline.measure, what may be skipped is pipeline.cache; this module profiles under ncu and
-assembles the records.
+Measuring is pipeline.measure, what may be skipped is pipeline.cache; this module profiles under ncu,
+assembles the records, and plans the run over lanes: a Lane is one GPU's share, run by the backend that
+shard.backend names (threads here, or Ray actors anywhere), every op × shape once per GPU model.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
+import functools
+import hashlib
 import importlib.metadata
 import json
+import math
 import os
+import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rich.markup import escape
 
 from pipeline import evidence, metrics, ncu, results, shard
 from pipeline.cache import NCU_FINAL, ShapeWork, plan_shape, prune, shape_key, variant_key
-from pipeline.config import Config, Shape
-from pipeline.errors import NoGpuError
+from pipeline.config import Config, NcuConfig, Shape
+from pipeline.errors import ConfigError, NoGpuError, ResultsError, SelectionError
 from pipeline.measure import Quiet, Say, Tracker, variant_job, measure_ceilings, measure_op
 from pipeline.ops import Op, Variant
-from pipeline.supervise import Worker, child_env, kill_all, read_events, track
+from pipeline.supervise import PACKAGE, Worker, child_env, kill_all, read_events, track
 
 
 def gpu_present() -> tuple[bool, str]:
@@ -104,7 +110,8 @@ def _selected(w: ShapeWork, select: str) -> list[tuple[int, Variant]]:
 
 def profile_op(op: Op, works: list[ShapeWork], picks: dict[str, list[tuple[int, Variant]]], ncu_path: str,
                out_dir: Path, stamp: str, workdir: Path, device: str, tracker: Tracker,
-               gpu: str | None = None) -> dict[str, Any]:
+               gpu: str | None = None,
+               track_proc: Callable[[subprocess.Popen, bool], None] = track) -> dict[str, Any]:
     """One ncu process over the picked variants of every shape; returns the run's ncu record with the
     kernels of each NVTX range."""
     shapes = [w for w in works if picks.get(w.id)]
@@ -122,7 +129,7 @@ def profile_op(op: Op, works: list[ShapeWork], picks: dict[str, list[tuple[int, 
     cmd = ncu.command(ncu_path, op.config.ncu, tmp_rep, guard, [sys.executable, "-m", "pipeline.worker", str(job_file)])
     tracker.doing(f"{op.name}: ncu over {sum(len(picks[w.id]) for w in shapes)} variants of {len(shapes)} shape(s)")
     t0 = time.time()
-    rc, found = ncu.run(cmd, log, op.config.ncu.timeout_s, child_env(gpu), track)
+    rc, found = ncu.run(cmd, log, op.config.ncu.timeout_s, child_env(gpu), track_proc)
     record: dict[str, Any] = {
         "command": cmd, "report": rep.name, "log": log.name, "exit_code": rc, "wall_s": round(time.time() - t0, 2),
         "errors": found.errors, "warnings": found.warnings, "kernel_guard": bool(guard), "by_range": {}}
@@ -202,13 +209,13 @@ def assemble(w: ShapeWork, prof: dict[str, Any] | None, picked: set[str], select
         else:
             rec["ncu"] = {"status": "not-selected", "kernels": [],
                           "error": f"not the fastest config of its layout family (ncu.select: {select})"}
-        evidence.judge(rec, timing.get("__copy__"))
+        evidence.judge(rec, timing.get("__copy__"), w.input_bytes)
         variants.append(rec)
     facts = w.env or {}
     ncu_rec = {k: val for k, val in prof.items() if k not in ("by_range", "worker_events")} if prof else None
     return {
         "id": w.id, "params": w.shape.params, "dtype": w.shape.dtype,
-        "min_bytes": w.min_bytes,
+        "min_bytes": w.min_bytes, "input_bytes": w.input_bytes,
         "flops": op.flops(w.shape.params), "reference_sha256": op.reference_sha256,
         "reference": {"timing": timing.get("__reference__")}, "copy": {"timing": timing.get("__copy__")},
         "matmul": {"timing": timing.get("__matmul__")},
@@ -231,14 +238,14 @@ def assemble(w: ShapeWork, prof: dict[str, Any] | None, picked: set[str], select
     }
 
 
-PER_GPU = ("gpu_uuid", "cuda_visible_devices")
-
-
 def profile_op_shapes(op: Op, works: list[ShapeWork], out_dir: Path, ncu_path: str, device: str, say: Say,
-                      tracker: Tracker, stamp: str, worker: Worker,
-                      upcoming: list[ShapeWork] | None = None) -> list[dict[str, Any]]:
-    """Measure the given shapes of one op on `worker`, then profile them; returns their records, in order.
-    `upcoming`: the shapes of the op the lane measures next, compiled ahead while ncu runs."""
+                      tracker: Tracker, stamp: str, worker: LaneWorker,
+                      upcoming: list[ShapeWork] | None = None,
+                      where: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Measure the given shapes of one op on `worker`, then profile them; returns their records, in order, with
+    the report and logs they name written to `out_dir`. `upcoming`: the shapes of the op the lane measures
+    next, compiled ahead while ncu runs. `where`: the lane's host and node, recorded where the worker's own
+    facts do not say (measured_on)."""
     gpu = worker.gpu
     for j, w in enumerate(works):
         w.index = j
@@ -246,6 +253,8 @@ def profile_op_shapes(op: Op, works: list[ShapeWork], out_dir: Path, ncu_path: s
         workdir = Path(tmp)
         wlog = workdir / "worker.log"
         measure_op(op, works, workdir, wlog, device, say, tracker, worker, upcoming)
+        for w in works:
+            w.env = {**(where or {}), **(w.env or {})}
         worker_log = f"{stamp}.worker.log"
         shutil.copyfile(wlog, out_dir / worker_log)
         select = op.config.ncu.select
@@ -255,7 +264,7 @@ def profile_op_shapes(op: Op, works: list[ShapeWork], out_dir: Path, ncu_path: s
             n = sum(len(p) for p in picks.values())
             say(f"[bold]{escape(op.name)}[/]: ncu over {n} variant(s) of {sum(1 for p in picks.values() if p)} "
                 f"shape(s) (ncu.select: {select})")
-            prof = profile_op(op, works, picks, ncu_path, out_dir, stamp, workdir, device, tracker, gpu)
+            prof = profile_op(op, works, picks, ncu_path, out_dir, stamp, workdir, device, tracker, gpu, worker.track)
             if prof["status"] != "ok":
                 say(f"  [red]ncu {prof['status']}[/]: {escape(prof.get('message', ''))}")
             share = prof["wall_s"] / max(1, n)      # one process for all shapes: split by variants profiled
@@ -267,120 +276,401 @@ def profile_op_shapes(op: Op, works: list[ShapeWork], out_dir: Path, ncu_path: s
                      worker_log) for w in works]
 
 
+class Stopped(Exception):
+    """The lane was stopped (an interrupt, or a backend giving its work up): it starts no process any more."""
+
+
+class LaneWorker(Worker):
+    """A lane's worker: once its lane is stopped it starts nothing, and a process started in that very moment
+    is ended at once (kill_all may have run just before it was tracked)."""
+    stopped = False
+
+    def submit(self, job_file: Path, log: Path) -> subprocess.Popen:
+        if self.stopped:
+            raise Stopped("lane stopped")
+        proc = super().submit(job_file, log)
+        self._end_if_stopped(proc)
+        return proc
+
+    def track(self, proc: subprocess.Popen, alive: bool) -> None:
+        """supervise.track for the lane's ncu processes."""
+        track(proc, alive)
+        if alive:
+            self._end_if_stopped(proc)
+
+    def _end_if_stopped(self, proc: subprocess.Popen) -> None:
+        if self.stopped:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@dataclasses.dataclass
+class Job:
+    """One shape's work as a lane gets it (shard.Item.payload): its plan, the GPU model it is planned for, and
+    the op folder's files by the paths the op names them with, for lanes on machines that do not share them."""
+    work: ShapeWork
+    model: str
+    sources: dict[str, bytes]
+
+
+@dataclasses.dataclass
+class OpResult:
+    """What a lane's work on one op returns: each shape's record, the worker's facts for each, and the files
+    the records name (ncu report, ncu log, worker log) by name. Only the caller writes them, under profiles_dir."""
+    op: str
+    records: list[dict[str, Any]]
+    envs: list[dict[str, Any] | None]
+    files: dict[str, bytes]
+
+
+class Lane:
+    """One GPU's share of a run, wherever it runs (a thread here, or a Ray actor on any node): a long-lived worker
+    process on its GPU, one ncu process per op, the lane's next op compiled ahead. Backends make lanes
+    (shard.MakeLane) and call `facts`, `ceilings` and `work` on them; nothing here knows which backend runs it.
+
+    A `remote` lane does not assume this machine's files: it writes each op's shipped sources into a folder of
+    its own under the same paths (so records name the same files) and strips that folder from what it returns."""
+
+    def __init__(self, name: str, label: str, gpu: str | None, say: Say, tracker: Tracker, device: str, root: Path,
+                 remote: bool = False, where: dict[str, Any] | None = None):
+        self.name, self.label, self.say, self.tracker, self.device = name, label, say, tracker, device
+        self.mirror = Path(tempfile.mkdtemp(prefix="pipeline-lane-")) if remote else None
+        self.root = Path(self._here(root))
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.worker = LaneWorker(gpu, device, self.root)
+        self.where = {"host": platform.node(), "node_id": None, **(where or {})}
+        self.ncu_path = ""
+        self.ran: dict[str, int] = {}      # ops this lane measured in this run: a second batch of one gets new files
+
+    def _here(self, path: str | Path) -> str:
+        return os.path.join(self.mirror, str(path).lstrip(os.sep)) if self.mirror else str(path)
+
+    def facts(self, ncu_cfg: NcuConfig) -> dict[str, Any]:
+        """This lane's GPU (gpu_name is its model), tools and place; NoGpuError or ToolError before any work.
+        `key` holds exactly the facts that key cached results (host_facts)."""
+        bases: list[str] = []
+        if self.device == "cuda":
+            present, why = gpu_present()
+            if not present:
+                raise NoGpuError(why)
+            self.ncu_path, bases = _ncu_here(ncu_cfg.path)
+        key = host_facts(self.device, self.ncu_path)
+        gpu = self.worker.gpu or os.environ.get("CUDA_VISIBLE_DEVICES") or ""
+        return {"gpu_name": key["gpu_name"], "key": key, "ncu_path": self.ncu_path, "bases": list(bases),
+                "memory_bytes": _gpu_memory(gpu) if self.device == "cuda" else None, "gpu": gpu,
+                "package": package_digest(), **self.where}
+
+    def ceilings(self, cfg: Config) -> dict[str, Any] | None:
+        return measure_ceilings(cfg, self.device, self.say, self.worker)
+
+    def work(self, batch: list[shard.Item], upcoming: list[shard.Item] | None, stamp: str) -> OpResult:
+        """shard.Work: one op's shapes measured and profiled on this lane."""
+        works = self._local([it.payload for it in batch])
+        ahead = self._local([it.payload for it in upcoming or []])
+        op = works[0].op
+        lead = f"[dim]{escape(self.label)}[/] " if self.label else ""
+        self.say(f"{lead}[bold]{escape(op.name)}[/]: verifying and timing {', '.join(escape(w.id) for w in works)}")
+        self.ran[op.name] = n = self.ran.get(op.name, 0) + 1
+        tag = "-".join(p for p in (stamp, self.name, str(n) if n > 1 else "") if p)
+        with tempfile.TemporaryDirectory(prefix="pipeline-out-") as out:
+            records = profile_op_shapes(op, works, Path(out), self.ncu_path, self.device, self.say, self.tracker, tag,
+                                        self.worker, ahead, self.where)
+            files = {f.name: f.read_bytes() for f in Path(out).iterdir() if f.is_file() and not f.name.startswith(".")}
+        return self._unmirrored(OpResult(op.name, records, [w.env for w in works], files))
+
+    def _local(self, jobs: list[Job]) -> list[ShapeWork]:
+        """The jobs' shapes, pointing at files this lane can read."""
+        works = [j.work for j in jobs]
+        if self.mirror is None or not jobs:
+            return works
+        for path, data in jobs[0].sources.items():
+            target = Path(self._here(path))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        op = works[0].op
+        variants = [dataclasses.replace(v, file=self._here(v.file)) for v in op.variants]
+        op = dataclasses.replace(op, dir=Path(self._here(op.dir)), reference=Path(self._here(op.reference)),
+                                 variants=variants)
+        named = {v.name: v for v in variants}
+        for w in works:
+            w.op, w.root = op, Path(self._here(w.root))
+            w.measure = [(i, named[v.name]) for i, v in w.measure]
+            w.controls = [(i, named[v.name]) for i, v in w.controls]
+        return works
+
+    def _unmirrored(self, result: OpResult) -> OpResult:
+        if self.mirror is None:
+            return result
+        prefix = str(self.mirror)
+        quoted = json.dumps(prefix)[1:-1]
+
+        def strip(obj: Any) -> Any:
+            return json.loads(json.dumps(obj, default=str).replace(quoted, ""))
+        files = {name: data.replace(prefix.encode(), b"") if name.endswith(".log") else data
+                 for name, data in result.files.items()}
+        return OpResult(result.op, strip(result.records), strip(result.envs), files)
+
+    def abort(self) -> None:
+        """Stop at once: end this process's worker and ncu process groups, and start none from now on."""
+        self.worker.stopped = True
+        kill_all()
+
+    def close(self) -> None:
+        try:
+            self.worker.close()
+        finally:
+            if self.mirror is not None:
+                shutil.rmtree(self.mirror, ignore_errors=True)
+
+
+@functools.lru_cache(maxsize=None)
+def _ncu_here(path: str) -> tuple[str, tuple[str, ...]]:
+    """ncu on this machine and the metric bases its GPUs report: found once per process, for all its lanes."""
+    found = ncu.locate(NcuConfig(path=path))
+    return found, tuple(sorted(ncu.query_bases(found)))
+
+
+def _gpu_memory(gpu: str) -> int | None:
+    index = (gpu or "0").split(",")[0]
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits", "-i", index],
+                             capture_output=True, text=True, timeout=60).stdout
+        return int(float(out.split()[0])) * 2**20
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
+        return None
+
+
+@functools.lru_cache(maxsize=None)
+def package_digest() -> str:
+    """Hash of this pipeline package's code: every lane of a run, on any machine, must run the very same."""
+    h = hashlib.sha256()
+    for p in sorted(PACKAGE.rglob("*.py")):
+        h.update(p.relative_to(PACKAGE).as_posix().encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+# measured_on: which GPU measured a shape; all but host are left out of the results file's environment
+PER_GPU = ("gpu_uuid", "cuda_visible_devices", "host", "node_id")
+LANE_ONLY = ("gpu_uuid", "cuda_visible_devices", "node_id")
+STACK = ("driver", "torch", "triton", "ncu_version")      # what lanes of one GPU model must agree on
+
+
 def run(ops: list[Op], cfg: Config, shape_filter: list[str] | None, require_gpu: bool, say: Say,
         device: str = "cuda", suite: str | None = None, force: bool = False,
-        gpus: list[str] | None = None, tracker: Tracker | None = None, root: Path | None = None) -> list[Path] | None:
+        gpus: list[str] | None = None, tracker: Tracker | None = None, root: Path | None = None,
+        backend: str | None = None, ray_address: str | None = None, gpu_model: str | None = None,
+        job_timeout: float | None = None) -> list[Path] | None:
     """Profile every op × shape; returns the results files written, or None when there is no GPU.
 
     `root`: the project root; a relative profiles_dir lies under it, and results name source files relative
     to it (default: the working directory).
 
     Variants whose cache key (variant_key) matches their stored record are not measured again unless
-    `force`. With several GPUs (`gpus`, default: every visible one) shapes are spread over one lane per GPU.
-    Each lane has one worker process for the whole run, which measures the shapes it holds one op at a
-    time, and runs one ncu process per op."""
+    `force`. The backend (`backend`, else cfg.backend) starts one lane per GPU: with `threads`, the GPUs of
+    this host (`gpus`, default: every visible one); with `ray`, every GPU of the cluster at `ray_address`.
+    Every op × shape is measured once per GPU model (only on `gpu_model` when given), spread over that
+    model's lanes; each lane has one worker process for the whole run and one ncu process per op."""
     tracker = tracker or Quiet()
-    ncu_path = ""
-    if device == "cuda":
-        present, why = gpu_present()
-        if not present:
-            if require_gpu:
-                raise NoGpuError(f"no NVIDIA GPU: {why} (--require-gpu)")
-            say(f"[bold yellow]No NVIDIA GPU found[/] ({why}).")
-            return None
-        ncu_path = ncu.locate(cfg.ncu)
-        bases = ncu.query_bases(ncu_path)
-        ops = [_only_available(op, bases, say) for op in ops]
-    lanes_for = gpus if gpus is not None else (shard.visible_gpus() if device == "cuda" else [])
-    # one worker per lane; a single lane pins its GPU only when one was asked for
     root = (root or Path.cwd()).resolve()
-    workers = {gpu: Worker(gpu, device, root) for gpu in lanes_for} if len(lanes_for) > 1 else \
-        {None: Worker(lanes_for[0] if lanes_for and gpus is not None else None, device, root)}
+    lanes = shard.backend(backend or cfg.backend, shard.Options(
+        device=device, say=say, tracker=tracker, gpus=gpus, address=ray_address or cfg.ray_address,
+        job_timeout=job_timeout))
+    seen: list[shard.LaneInfo] = []
+
+    def keep(info: shard.LaneInfo) -> bool:
+        seen.append(info)
+        return gpu_model is None or gpu_model.lower() in (info.model.lower(), results.slug(info.model))
+
     try:
-        return _run_lanes(ops, cfg, shape_filter, say, device, suite, force, lanes_for, workers, ncu_path,
-                          tracker, root)
+        try:
+            infos = lanes.open(functools.partial(Lane, device=device, root=root),
+                               functools.partial(Lane.facts, ncu_cfg=cfg.ncu), keep)
+        except NoGpuError as exc:
+            if require_gpu:
+                raise NoGpuError(f"no NVIDIA GPU: {exc} (--require-gpu)") from exc
+            say(f"[bold yellow]No NVIDIA GPU found[/] ({escape(str(exc))}).")
+            return None
+        if not infos:
+            models = collections.Counter(i.model for i in seen)
+            raise SelectionError(f"no GPU of model '{gpu_model}' (--gpu-model) among the lanes; models: "
+                                 + ", ".join(f"{m} ({n} GPU(s); --gpu-model {results.slug(m)})"
+                                             for m, n in sorted(models.items())))
+        return _run_lanes(ops, cfg, shape_filter, say, device, suite, force, lanes, infos, tracker, root)
     except BaseException:
         kill_all()      # an interrupt or a failure: end every worker and ncu now, not after their jobs
         raise
     finally:
-        for worker in workers.values():
-            worker.close()
+        lanes.close()
+
+
+def _stand_in(model: str, group: list[shard.LaneInfo]) -> shard.LaneInfo:
+    """The lane whose facts key a model's results: the lowest GPU UUID, so that a rerun keys them alike. Lanes
+    of one model must run this very pipeline and one software stack."""
+    for i in group:
+        if i.facts.get("package") != package_digest():
+            raise ConfigError(f"{i.label or i.name} ({i.facts.get('host')}) runs other pipeline code than this "
+                              f"machine ({PACKAGE}); install this checkout on every node")
+    stacks: dict[tuple, list[str]] = {}
+    for i in group:
+        stacks.setdefault(tuple(i.facts["key"].get(k) for k in STACK), []).append(i.label or i.name)
+    if len(stacks) > 1:
+        raise ConfigError(f"the GPUs of model {model} differ in their software; one model's results are keyed by "
+                          "one " + ", ".join(STACK) + ": " + "; ".join(
+                              f"{', '.join(names)}: " + ", ".join(f"{k} {v}" for k, v in zip(STACK, stack))
+                              for stack, names in stacks.items()))
+    return min(group, key=lambda i: (i.facts["key"].get("gpu_uuid") or "", i.name))
+
+
+def _known_min_bytes(profiles: Path, op: str) -> dict[str, int]:
+    """min_bytes of this op's shapes as any GPU's stored results give them (bytes do not depend on the GPU),
+    by the shape's id, params and dtype."""
+    known: dict[str, int] = {}
+    for path in sorted(profiles.glob(f"*/{results.slug(op)}/results.json")):
+        try:
+            shapes = results.load(path)["shapes"]
+        except ResultsError:
+            continue
+        for s in shapes:
+            if s.get("min_bytes"):
+                known.setdefault(json.dumps([s["id"], s.get("params"), s.get("dtype")], sort_keys=True),
+                                 int(s["min_bytes"]))
+    return known
+
+
+def too_big(min_bytes: int | None, memory_bytes: int | None) -> str | None:
+    """Why a shape cannot run on a GPU of this much memory, or None where it may (or either is unknown)."""
+    if not min_bytes or not memory_bytes or min_bytes <= memory_bytes:
+        return None
+    return (f"its inputs and output alone take {_size(min_bytes)} (min_bytes, as stored), more than the GPU's "
+            f"{_size(memory_bytes)}")
+
+
+def _size(n: float) -> str:
+    exp = min(3, int(math.log(max(n, 1), 1024)))
+    return f"{n:.0f} B" if exp == 0 else f"{n / 1024**exp:.1f} {('KiB', 'MiB', 'GiB')[exp - 1]}"
+
+
+def _job_limit(w: ShapeWork) -> float:
+    """The longest a shape's work takes on a lane that is not stuck: every variant up to its limit three times
+    (the compile, the check and a solo retry), the timing phase, ncu, and 5 minutes to start and read back."""
+    c = w.op.config
+    return 3 * len(w.measure) * c.worker.variant_timeout_s + c.worker.timing_timeout_s + c.ncu.timeout_s + 300
+
+
+def _sources(op: Op) -> dict[str, bytes]:
+    """The op folder's files (helpers of its variants included), its reference and variants wherever they are."""
+    files = [p for p in sorted(Path(op.dir).rglob("*")) if p.is_file()
+             and not any(part.startswith(".") or part == "__pycache__" for part in p.relative_to(op.dir).parts)]
+    found: dict[str, bytes] = {}
+    for p in [*files, Path(op.reference), *(Path(v.file) for v in op.variants)]:
+        try:
+            found.setdefault(str(p), p.read_bytes())
+        except OSError:
+            pass        # a variant that cannot be read is marked import-error at discovery
+    return found
+
+
+def _lost(batch: list[shard.Item], reason: str) -> OpResult:
+    """The records of shapes no lane could finish: each variant to measure fails with the reason."""
+    records = []
+    for it in batch:
+        w = it.payload.work
+        w.errors.append(reason)
+        for _, v in w.measure:
+            w.done.setdefault(v.name, {"name": v.name, "status": "import-error", "error": v.problem} if v.problem
+                              else {"name": v.name, "status": "worker-error", "error": reason})
+        records.append(assemble(w, None, set(), w.op.config.ncu.select, ""))
+    return OpResult(batch[0].key[0], records, [None] * len(records), {})
 
 
 def _run_lanes(ops: list[Op], cfg: Config, shape_filter: list[str] | None, say: Say, device: str,
-               suite: str | None, force: bool, lanes_for: list[str], workers: dict[str | None, Worker],
-               ncu_path: str, tracker: Tracker, root: Path) -> list[Path]:
-    facts = host_facts(device, ncu_path)
+               suite: str | None, force: bool, lanes: shard.Backend, infos: list[shard.LaneInfo],
+               tracker: Tracker, root: Path) -> list[Path]:
     profiles = root / cfg.profiles_dir
-    docs: dict[str, tuple[Path, dict[str, Any]]] = {}
-    pending: list[shard.Item] = []
-    ceilings: list[dict[str, Any] | None] = []    # measured at most once per run, shared by every op's file
-    for op in ops:
-        listed = op.config.op.shape_list(suite) or ([] if suite else [Shape()])
-        path = results.path_for(profiles, facts["gpu_name"], op.name)
-        doc = results.load(path) if path.exists() else results.new(op.name, {})
-        docs[op.name] = (path, doc)
-        stored = {s["id"]: s for s in doc["shapes"]}
-        for shape in (s for s in listed if not shape_filter or s.id in shape_filter):
-            key = shape_key(op, shape, facts)
-            work = plan_shape(op, shape, stored.get(shape.id), key, force)
-            work.root = root
-            if not work.measure:
-                say(f"[bold]{escape(op.name)}[/] {escape(shape.id)}: unchanged since "
-                    f"{stored[shape.id].get('measured_at')}, cached (--force re-measures)")
-                continue
-            if work.cached:
-                say(f"[bold]{escape(op.name)}[/] {escape(shape.id)}: {len(work.measure)} variant(s) changed, "
-                    f"{len(work.cached)} cached; re-timing {', '.join(v.name for _, v in work.controls) or 'none'} "
-                    "beside them")
-            cost = ((stored.get(shape.id) or {}).get("wall_s") or {}).get("total") or 60.0
-            pending.append(shard.Item((op.name, shape.id), cost * len(work.measure) / max(1, len(op.variants)),
-                                      work))
-        env = doc["environment"]
-        if any(it.key[0] == op.name for it in pending):
-            if (env.get("gpu_name"), env.get("driver")) != (facts["gpu_name"], facts["driver"]) \
-                    or not env.get("ceilings"):
-                if not ceilings:
-                    ceilings.append(measure_ceilings(cfg, device, say, next(iter(workers.values()))))
-                env.clear()
-                env.update(gpu_name=facts["gpu_name"], driver=facts["driver"], ceilings=ceilings[0])
-            env.update(ncu_path=ncu_path, ncu_version=facts["ncu_version"], skipped_metrics=op.skipped_metrics,
-                       ncu_settings={"replay_mode": op.config.ncu.replay_mode,
-                                     "clock_control": op.config.ncu.clock_control,
-                                     "cache_control": op.config.ncu.cache_control, "select": op.config.ncu.select,
-                                     "metrics": op.config.ncu.metrics})
-    tracker.add(sum(len(it.payload.measure) + 1 for it in pending) + len({it.key[0] for it in pending}))
-    lock = threading.Lock()
+    docs: dict[tuple[str, str], tuple[Path, dict[str, Any]]] = {}
+    plan: dict[str, list[shard.Item]] = {}
+    shipped: dict[str, dict[str, bytes]] = {}
+    models: dict[str, list[shard.LaneInfo]] = {}
+    for info in infos:
+        models.setdefault(info.model, []).append(info)
+    for model, group in models.items():
+        lead = _stand_in(model, group)
+        facts = lead.facts["key"]
+        memory = min((i.facts.get("memory_bytes") or 0 for i in group), default=0) or None
+        pending: list[shard.Item] = []
+        ceilings: list[dict[str, Any] | None] = []    # measured at most once per model, shared by its ops' files
+        for op in ops:
+            if device == "cuda":
+                op = _only_available(op, set(lead.facts["bases"]), say)
+            listed = op.config.op.shape_list(suite) or ([] if suite else [Shape()])
+            path = results.path_for(profiles, facts["gpu_name"], op.name)
+            doc = results.load(path) if path.exists() else results.new(op.name, {})
+            docs[(model, op.name)] = (path, doc)
+            stored = {s["id"]: s for s in doc["shapes"]}
+            sizes = _known_min_bytes(profiles, op.name) if memory else {}
+            for shape in (s for s in listed if not shape_filter or s.id in shape_filter):
+                key = shape_key(op, shape, facts)
+                work = plan_shape(op, shape, stored.get(shape.id), key, force)
+                work.root = root
+                if not work.measure:
+                    say(f"[bold]{escape(op.name)}[/] {escape(shape.id)}: unchanged since "
+                        f"{stored[shape.id].get('measured_at')}, cached (--force re-measures)")
+                    continue
+                why = too_big(sizes.get(json.dumps([shape.id, shape.params, shape.dtype], sort_keys=True)), memory)
+                if why:
+                    say(f"[yellow]{escape(op.name)} {escape(shape.id)}: skipped on {escape(model)}: {why}[/]")
+                    continue
+                if work.cached:
+                    say(f"[bold]{escape(op.name)}[/] {escape(shape.id)}: {len(work.measure)} variant(s) changed, "
+                        f"{len(work.cached)} cached; re-timing {', '.join(v.name for _, v in work.controls) or 'none'} "
+                        "beside them")
+                cost = ((stored.get(shape.id) or {}).get("wall_s") or {}).get("total") or 60.0
+                if op.name not in shipped:
+                    shipped[op.name] = _sources(op)
+                pending.append(shard.Item((op.name, shape.id), cost * len(work.measure) / max(1, len(op.variants)),
+                                          Job(work, model, shipped[op.name]), _job_limit(work)))
+            env = doc["environment"]
+            if any(it.key[0] == op.name for it in pending):
+                if (env.get("gpu_name"), env.get("driver")) != (facts["gpu_name"], facts["driver"]) \
+                        or not env.get("ceilings"):
+                    if not ceilings:
+                        ceilings.append(lanes.call(lead.name, Lane.ceilings, cfg))
+                    env.clear()
+                    env.update(gpu_name=facts["gpu_name"], driver=facts["driver"], ceilings=ceilings[0])
+                env.update(ncu_path=lead.facts["ncu_path"], ncu_version=facts["ncu_version"],
+                           skipped_metrics=op.skipped_metrics,
+                           ncu_settings={"replay_mode": op.config.ncu.replay_mode,
+                                         "clock_control": op.config.ncu.clock_control,
+                                         "cache_control": op.config.ncu.cache_control, "select": op.config.ncu.select,
+                                         "metrics": op.config.ncu.metrics})
+        if pending and len(infos) > 1:
+            say(f"{len(pending)} shape(s) over {len(group)} GPUs" + (f" of {model}" if len(models) > 1 else "")
+                + f": {', '.join(i.label.removeprefix('gpu ') for i in group)}")
+        if pending:
+            plan.update(shard.plan(pending, [i.name for i in group]))
+    tracker.add(sum(len(it.payload.work.measure) + 1 for items in plan.values() for it in items)
+                + sum(len(shard.batches(items)) for items in plan.values()))
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
 
-    def work(gpu: str | None, batch: list[shard.Item], upcoming: list[shard.Item] | None) -> None:
-        op = batch[0].payload.op
-        worker = workers[gpu]
-        path, doc = docs[op.name]
-        lane = f"[dim]gpu {gpu}[/] " if gpu is not None and len(lanes_for) > 1 else ""
-        say(f"{lane}[bold]{escape(op.name)}[/]: verifying and timing {', '.join(escape(it.key[1]) for it in batch)}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        works = [it.payload for it in batch]
-        tag = f"{stamp}-gpu{gpu}" if gpu is not None and len(lanes_for) > 1 else stamp
-        records = profile_op_shapes(op, works, path.parent, ncu_path, device, say, tracker, tag, worker,
-                                    [it.payload for it in upcoming or []])
-        with lock:      # lanes finish shapes of the same op in any order; each write is whole and atomic
-            for w, record in zip(works, records):
-                doc["environment"].update({k: v for k, v in (w.env or {}).items() if k not in PER_GPU})
-                results.merge_shape(doc, record)
-            doc["created"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-            results.save(path, doc)
-            prune(path.parent, doc)
+    def done(batch: list[shard.Item], result: OpResult | shard.Lost) -> None:
+        """One op's shapes from one lane into their results file: the files they name first, then the file,
+        each replaced whole; lanes finish shapes of one op in any order, and only this thread writes."""
+        path, doc = docs[(batch[0].payload.model, batch[0].key[0])]
+        if isinstance(result, shard.Lost):
+            say(f"  [red]✗[/] {escape(batch[0].key[0])} {', '.join(escape(it.key[1]) for it in batch)}: "
+                f"{escape(result.reason)}")
+            result = _lost(batch, result.reason)
+        for name, data in result.files.items():
+            results.write_atomic(path.parent / Path(name).name, data)
+        for env, record in zip(result.envs, result.records):
+            doc["environment"].update({k: v for k, v in (env or {}).items() if k not in LANE_ONLY})
+            results.merge_shape(doc, record)
+        doc["created"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        results.save(path, doc)
+        prune(path.parent, doc)
 
-    if len(lanes_for) > 1:
-        say(f"{len(pending)} shape(s) over {len(lanes_for)} GPUs: {', '.join(lanes_for)}")
-        try:
-            shard.ThreadLanes().run(shard.plan(pending, lanes_for), work)
-        except BaseException:
-            kill_all()
-            raise
-    else:
-        groups = shard.batches(pending)
-        for batch, upcoming in zip(groups, [*groups[1:], None]):
-            work(None, batch, upcoming)
+    if plan:
+        lanes.run(plan, functools.partial(Lane.work, stamp=stamp), done)
     return [path for path, _ in docs.values() if path.exists()]

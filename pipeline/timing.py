@@ -151,7 +151,8 @@ def time_variants(job: dict[str, Any], shape: dict[str, Any], ref_mod: ModuleTyp
     with torch.no_grad():
         inputs = verify.make_inputs(ref_mod, shape["dtype"], job["seeds"][0], device)
         out = ref_model(*inputs)
-        min_bytes = sum(t.numel() * t.element_size() for t in inputs if isinstance(t, torch.Tensor)) \
+        input_bytes = sum(t.numel() * t.element_size() for t in inputs if isinstance(t, torch.Tensor))
+        min_bytes = input_bytes \
             + out.numel() * out.element_size()
         del out
         # a device-to-device copy reading and writing min_bytes in total: the bandwidth ceiling
@@ -174,7 +175,7 @@ def time_variants(job: dict[str, Any], shape: dict[str, Any], ref_mod: ModuleTyp
                                controls=frozenset(CONTROLS))
         del src, dst, a, candidates
         after = recheck(models, inputs, ref_mod, ref_model, shape, device)
-    ev.emit("timing", stats=stats, min_bytes=min_bytes, after=after, shape=sid)
+    ev.emit("timing", stats=stats, min_bytes=min_bytes, input_bytes=input_bytes, after=after, shape=sid)
 
 
 def recheck(models: dict[str, Any], inputs: list[Any], ref_mod: ModuleType, ref_model: Any,

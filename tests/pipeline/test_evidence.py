@@ -57,3 +57,36 @@ def test_a_failed_record_is_left_alone():
 def test_within_the_copy_bound_is_not_suspect():
     # the best honest kernels reach about the copy's speed: 1.2x faster than the copy is still allowed
     assert judged(timing={"median_ms": 1.0 / 1.2})["status"] == "ok"
+
+
+def _read(mbytes):
+    return {"status": "ok", "kernels": [{"metrics": {evidence.READ: {"value": mbytes, "unit": "Mbyte"}}}]}
+
+
+def test_dram_reads_below_the_inputs_are_suspect():
+    rec = copy.deepcopy(HONEST)
+    rec["ncu"] = _read(10.0)
+    evidence.judge(rec, COPY, input_bytes=134_217_728)
+    assert rec["status"] == "suspect" and "read 10 MB from DRAM" in rec["error"]
+    honest = copy.deepcopy(HONEST)
+    honest["ncu"] = _read(134.2)
+    evidence.judge(honest, COPY, input_bytes=134_217_728)
+    assert honest["status"] == "ok"
+
+
+def test_recorded_kernels_read_their_inputs():
+    """On the default suite recorded on a GPU, no profiled rmsnorm or softmax kernel reads less than its
+    input (the output is as large as the input there, so the input is half the minimal bytes)."""
+    import glob
+    import json
+    from testenv import FIXTURES
+    checked = 0
+    for op in ("rmsnorm", "softmax"):
+        for path in glob.glob(str(FIXTURES / "referee-samples" / "*" / op / "results.json")):
+            for shape in json.load(open(path))["shapes"]:
+                for v in shape["variants"]:
+                    if v["status"] == "ok" and v["ncu"].get("status") == "ok":
+                        reasons = evidence.suspicions(v, shape["copy"]["timing"], shape["min_bytes"] // 2)
+                        assert not [r for r in reasons if "DRAM" in r], (op, shape["id"], v["name"])
+                        checked += 1
+    assert checked > 50
