@@ -18,3 +18,16 @@ def _has_gpu() -> bool:
 
 
 HAS_GPU = _has_gpu()
+
+
+def start_until(cmd: list[str], marker: str, **popen) -> tuple[subprocess.Popen, list[str]]:
+    """Start `cmd` and read its output until a line holds `marker` (or the output ends): the process is
+    then mid-run, at a known point. Returns the process and the lines read."""
+    popen.setdefault("stderr", subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, **popen)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if marker in line:
+            break
+    return proc, seen

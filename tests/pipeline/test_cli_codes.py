@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import pipeline
-from testenv import FIXTURES, HAS_GPU, REPO
+from testenv import FIXTURES, HAS_GPU, REPO, start_until
 from pipeline import cache, config, ingest, newop, ops, recommend, report, results
 
 FAULTS = FIXTURES / "faulty" / "kernels"
@@ -247,13 +247,9 @@ def test_sigterm_and_sighup_stop_a_run_like_ctrl_c(tmp_path, sig):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     first = subprocess.run(base + ["--variant", "good"], capture_output=True, text=True, env=env, timeout=300)
     assert first.returncode == 0, first.stdout + first.stderr
-    proc = subprocess.Popen(base + ["--variant", "good", "--variant", "hang", "--force"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
-    seen = []
-    for line in proc.stdout:            # variants run in name order: once `good` is done, `hang` is running
-        seen.append(line)
-        if "good: ok" in line:
-            break
+    # variants run in name order: once `good` is done, `hang` is running
+    proc, seen = start_until(base + ["--variant", "good", "--variant", "hang", "--force"], "good: ok",
+                             stderr=subprocess.PIPE, env=env)
     time.sleep(1)
     children = descendants(proc.pid)
     assert children, "".join(seen)

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from testenv import FIXTURES, REPO
+from testenv import FIXTURES, REPO, start_until
 from pipeline import recommend, results
 
 
@@ -88,13 +88,8 @@ def test_interrupt_kills_the_worker_and_keeps_completed_shapes(tmp_path):
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     first = subprocess.run(base + ["--variant", "good"], capture_output=True, text=True, cwd=REPO, env=env)
     assert first.returncode == 0, first.stdout
-    proc = subprocess.Popen(base + ["--variant", "good", "--variant", "hang", "--force"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, cwd=REPO, env=env)
-    seen = []
-    for line in proc.stdout:            # variants run in name order: once `good` is done, `hang` is running
-        seen.append(line)
-        if "good: ok" in line:
-            break
+    # variants run in name order: once `good` is done, `hang` is running
+    proc, seen = start_until(base + ["--variant", "good", "--variant", "hang", "--force"], "good: ok", cwd=REPO, env=env)
     time.sleep(1)
     workers = subprocess.run(["pgrep", "-f", "pipeline.worker"], capture_output=True, text=True).stdout.split()
     assert workers, "".join(seen)
