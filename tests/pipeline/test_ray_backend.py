@@ -58,14 +58,6 @@ def on_ray(c, *args):
     return ["--backend", "ray", "--ray-address", c.address, *args]
 
 
-def status(v):
-    """A variant's status; under the interpreter the copy control and a tiny kernel are both CPU time, so on a
-    loaded machine the faster-than-copy evidence rule may fire on a correct variant in either run."""
-    noise = v["status"] == "suspect" and v["error"].endswith("it cannot have read its inputs") \
-        and ";" not in v["error"]
-    return "ok" if noise else v["status"]
-
-
 def statuses(profiles):
     """{(op, shape, variant): status} over every results file; each triple must appear once."""
     found = {}
@@ -75,7 +67,7 @@ def statuses(profiles):
             for v in shape["variants"]:
                 key = (doc["op"], shape["id"], v["name"])
                 assert key not in found, f"{key} twice in {path}"
-                found[key] = status(v)
+                found[key] = v["status"]
     return found
 
 
@@ -221,7 +213,7 @@ def test_interrupt_cancels_every_actor_and_keeps_completed_ops(cluster, project,
     assert proc.returncode == 130 and "interrupted" in text, text
     kept = statuses(out)
     assert kept and {k[0] for k in kept} == {"threeshapes"}                   # faults was cut short: nothing of it
-    assert set(kept.values()) == {"ok"}
+    assert {k[1] for k in kept} >= {"a", "c"} and set(kept.values()) == {"ok", "unsupported"}
     assert not survivors(workers), f"a worker outlived the interrupt:\n{survivors(workers, 0)}"
     assert lanes_free(), "an actor outlived the interrupt"
 
