@@ -15,7 +15,7 @@ class ExitCode(enum.IntEnum):
     TARGET_MISSED = 1      # gate: a target missed or a regression
     CANNOT_JUDGE = 2       # bad config / input, or the gate has nothing trustworthy to judge
     NO_GPU = 3             # --require-gpu on a machine without an NVIDIA GPU
-    TOOL_ERROR = 4         # ncu missing, refused counters, or failed for every shape
+    TOOL_ERROR = 4         # ncu or ncu_report missing, or a report ncu_report cannot read
     VARIANT_FAILURES = 5   # --strict: some variant failed to build, run, verify or profile
     INTERNAL_ERROR = 70    # a bug in the pipeline (sysexits' EX_SOFTWARE); the traceback goes to crash_log()
     INTERRUPTED = 130      # Ctrl-C, SIGTERM or SIGHUP

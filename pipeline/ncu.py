@@ -1,6 +1,6 @@
 """Find Nsight Compute, build its command line, run it over the worker, and read its log.
 
-One ncu process per (op, shape), kernel replay, an NVTX start/end range per variant inside one
+One ncu process per op over all its shapes, kernel replay, an NVTX start/end range per variant inside one
 outer range (the include filter), and a kernel-name guard. ncu exits 0 even when it profiled
 nothing, so the log is always read.
 """
@@ -21,7 +21,7 @@ from pipeline.errors import ToolError
 
 
 # The worker opens this NVTX start/end range around all profiled launches (the include filter) and one
-# range `v<index>` per variant inside it (how metrics.py attributes kernels).
+# range `s<shape>.v<variant>` per variant inside it (how metrics.py attributes kernels).
 OUTER_RANGE = "pipeline"
 
 
