@@ -213,6 +213,12 @@ def _results_for(proj: Project, op: str, path: str | None) -> dict:
 def cmd_export(args: argparse.Namespace) -> int:
     from pipeline import export
     doc = _results_for(_project(args), args.op, args.results)
+    if args.format in ("csv", "json"):      # every variant × shape, flat (pipeline/flat.py's columns)
+        from pipeline import flat
+        table = [r for r in flat.rows(doc) if (not args.shape or r["shape"] == args.shape)
+                 and (not args.variant or args.variant in (r["variant"], r["stem"]))]
+        sys.stdout.write(flat.to_csv(table) if args.format == "csv" else flat.to_json(table) + "\n")
+        return ExitCode.OK
     shape, variant = export.find(doc, args.variant or export.best_name(doc["shapes"][0]) or "", args.shape)
     wanted = export.stage_named(args.stage).metrics() if args.stage else None
     print(json.dumps(export.ncu_json(variant, wanted), indent=2))
@@ -364,7 +370,9 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--baseline", help="results.json or profiles folder to diff against: one page per op (Δ per variant)")
     rp.set_defaults(func=cmd_report)
     ex = sub.add_parser("export", help="print a variant's stored ncu metrics as the seed's {kernel: {metric: value}}")
-    ex.add_argument("--format", choices=["ncu-json"], default="ncu-json")
+    ex.add_argument("--format", choices=["ncu-json", "csv", "json"], default="ncu-json",
+                    help="ncu-json: one variant's metrics for a prompt; csv / json: one row per variant × shape "
+                         "(columns in docs/results.md)")
     for sp in (ex, sub.add_parser("prompt", help="render an LLM optimisation-stage prompt from stored results")):
         sp.add_argument("--op", required=True)
         sp.add_argument("--variant", help="variant name (default: the recommended one)")

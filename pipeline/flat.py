@@ -1,0 +1,109 @@
+"""Stored results as flat rows for scripts and notebooks: `export --format csv|json` (one row per variant ×
+shape, the columns of COLUMNS) and `load_frame` (a pandas DataFrame in long format: one row per variant,
+shape, kernel and metric, as nsight-python lays its data out).
+
+Every derived number comes from the function that computes it for the report and the gate (recommend,
+analysis); nothing here re-derives a ranking.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from pipeline import analysis, recommend, results
+
+# (column, meaning): docs/results.md lists the same table (a test keeps them equal)
+COLUMNS: list[tuple[str, str]] = [
+    ("op", "op name"),
+    ("gpu", "GPU that measured the shape (environment.gpu_name)"),
+    ("shape", "shape id"),
+    ("dtype", "input dtype"),
+    ("variant", "full variant name"),
+    ("stem", "variant file stem (its layout family)"),
+    ("status", "ok, incorrect, suspect, unsupported, ... (docs/results.md)"),
+    ("error", "the reason when not ok"),
+    ("median_ms", "event-timed median, ms"),
+    ("p25_ms", "first quartile, ms"),
+    ("p75_ms", "third quartile, ms"),
+    ("reps", "timed repeats"),
+    ("recommended", "the shape's recommendation (recommend.recommend)"),
+    ("tied", "tied with the recommendation (recommend.tied)"),
+    ("fraction_of_copy", "device-copy time of the op's minimal bytes over the median (analysis.fraction_of_copy)"),
+    ("vs_baseline", "baseline median over this median"),
+    ("vs_torch_eager", "torch eager median over this median"),
+    ("bound", "analysis.classify: memory-, compute-, latency-, launch-bound or unknown"),
+    ("sm_pct", "ncu SM throughput % of peak (dominant kernel)"),
+    ("dram_pct", "ncu DRAM throughput % of peak (dominant kernel)"),
+    ("warps_active_pct", "ncu achieved occupancy % (dominant kernel)"),
+    ("kernel_ms", "CUPTI kernel time of one call after timing, ms (GPU runs)"),
+    ("ncu_status", "ncu outcome for this variant"),
+]
+
+
+def rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per variant × shape of a results document, keyed by COLUMNS."""
+    out = []
+    gpu = doc["environment"].get("gpu_name")
+    env = doc["environment"]
+    for shape in doc["shapes"]:
+        rec = recommend.recommend(shape)
+        ref = (shape.get("reference") or {}).get("timing") or {}
+        base = next((v for v in shape["variants"] if v.get("baseline") and v["status"] == "ok"
+                     and v.get("timing")), None)
+        for v in shape["variants"]:
+            t = v.get("timing") if v["status"] == "ok" else None
+            k = analysis.dominant_kernel(v)
+            median = (t or {}).get("median_ms")
+            out.append({
+                "op": doc["op"], "gpu": gpu, "shape": shape["id"], "dtype": shape.get("dtype"),
+                "variant": v["name"], "stem": v.get("stem", v["name"]), "status": v["status"],
+                "error": v.get("error") or "",
+                "median_ms": median, "p25_ms": (t or {}).get("p25_ms"), "p75_ms": (t or {}).get("p75_ms"),
+                "reps": (t or {}).get("reps"),
+                "recommended": bool(rec and rec.variant["name"] == v["name"]),
+                "tied": bool(rec and v["name"] in rec.ties),
+                "fraction_of_copy": analysis.fraction_of_copy(v, shape) if t else None,
+                "vs_baseline": base["timing"]["median_ms"] / median if base and median else None,
+                "vs_torch_eager": ref["median_ms"] / median if ref.get("median_ms") and median else None,
+                "bound": analysis.classify(v, shape, env).kind if k else None,
+                "sm_pct": analysis.m(k, analysis.SM), "dram_pct": analysis.m(k, analysis.DRAM),
+                "warps_active_pct": analysis.m(k, analysis.WARPS),
+                "kernel_ms": (v.get("after_timing") or {}).get("kernel_ms"),
+                "ncu_status": (v.get("ncu") or {}).get("status"),
+            })
+    return out
+
+
+def to_csv(table: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=[c for c, _ in COLUMNS], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(table)
+    return buf.getvalue()
+
+
+def to_json(table: list[dict[str, Any]]) -> str:
+    return json.dumps(table, indent=1)
+
+
+def long_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """(op, gpu, shape, variant, kernel, metric, value, unit): every stored ncu metric of every kernel."""
+    gpu = doc["environment"].get("gpu_name")
+    return [{"op": doc["op"], "gpu": gpu, "shape": shape["id"], "variant": v["name"], "kernel": k.get("name"),
+             "metric": name, "value": entry.get("value"), "unit": entry.get("unit")}
+            for shape in doc["shapes"] for v in shape["variants"]
+            for k in (v.get("ncu") or {}).get("kernels") or [] for name, entry in k["metrics"].items()]
+
+
+def load_frame(path: str | Path):
+    """A results file's ncu metrics as a pandas DataFrame in long format (variant, shape, kernel, metric,
+    value, unit, plus op and gpu). pandas is imported here only: the pipeline does not need it."""
+    try:
+        import pandas as pd
+    except ImportError as exc:
+        raise ImportError("load_frame needs pandas: pip install pandas") from exc
+    return pd.DataFrame(long_rows(results.load(Path(path))),
+                        columns=["op", "gpu", "shape", "variant", "kernel", "metric", "value", "unit"])
