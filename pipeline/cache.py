@@ -86,8 +86,7 @@ def remeasure(record: dict[str, Any]) -> bool:
 def _fastest(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The fastest correct record and every record tied with it: a rerun re-times them all, so a tie stored
     once is decided again beside the new variants rather than kept from an old run."""
-    timed = sorted((r for r in records if r.get("status") == "ok" and r.get("timing")),
-                   key=lambda r: r["timing"]["median_ms"])
+    timed = recommend.rank(records)
     return [r for r in timed if recommend.tied(timed[0]["timing"], r["timing"])] if timed else []
 
 

@@ -22,6 +22,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from markupsafe import Markup
 
 from pipeline import analysis, recommend
+from pipeline.shapeanalysis import ShapeAnalysis
 
 LOG_RANGE = 10.0          # slowest/fastest above this: log time axis, else the close ones look equal
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -328,17 +329,16 @@ def block_elems(config: dict[str, Any]) -> float | None:
     return float(math.prod(vals)) if vals else None
 
 
-def _points(shape: dict[str, Any], rec: recommend.Recommendation | None) -> list[Point]:
+def _points(sa: ShapeAnalysis) -> list[Point]:
     out = []
-    ties = set(rec.ties) if rec else set()
-    for v in shape["variants"]:
-        tm, k = v.get("timing") if v["status"] == "ok" else None, analysis.dominant_kernel(v)
+    for va in sa.variants:
+        v, k = va.variant, va.kernel
+        tm = v.get("timing") if v["status"] == "ok" else None
         out.append(Point(
             name=v["name"], family=v.get("stem", v["name"]), status=v["status"],
             median_ms=tm and tm["median_ms"], p25_ms=tm and tm["p25_ms"], p75_ms=tm and tm["p75_ms"],
             sm_pct=analysis.m(k, analysis.SM), dram_pct=analysis.m(k, analysis.DRAM),
-            block_elems=block_elems(v.get("config") or {}), recommended=bool(rec and rec.variant is v),
-            tied=bool(tm) and v["name"] in ties))
+            block_elems=block_elems(v.get("config") or {}), recommended=va.recommended, tied=va.tied))
     return out
 
 
@@ -351,13 +351,25 @@ def floor(shape: dict[str, Any], env: dict[str, Any], lead: str) -> Floor | None
     return Floor(copy, "device copy of the minimal bytes") if copy else None
 
 
-def shape_charts(op: str, shape: dict[str, Any], env: dict[str, Any], rec: recommend.Recommendation | None,
-                 sty: dict[str, Style], lead: str) -> list[Chart]:
-    """The three charts of one shape, from its results record, with captions saying what each shows."""
-    pts = _points(shape, rec)
-    fl = floor(shape, env, lead)
-    eager = ((shape.get("reference") or {}).get("timing") or {}).get("median_ms")
-    salt = f"{op}/{shape['id']}"
+@dataclass(frozen=True)
+class ShapeChartData:
+    """What a shape's charts draw: small, so that drawing processes are sent only this."""
+    salt: str
+    points: list[Point]
+    floor: Floor | None
+    eager_ms: float | None
+    lead: str
+
+
+def chart_data(op: str, sa: ShapeAnalysis) -> ShapeChartData:
+    shape = sa.shape
+    return ShapeChartData(f"{op}/{shape['id']}", _points(sa), floor(shape, sa.environment, sa.lead),
+                          ((shape.get("reference") or {}).get("timing") or {}).get("median_ms"), sa.lead)
+
+
+def shape_charts(data: ShapeChartData, sty: dict[str, Style]) -> list[Chart]:
+    """The three charts of one shape, with captions saying what each shows."""
+    pts, fl, eager, salt, lead = data.points, data.floor, data.eager_ms, data.salt, data.lead
     busy = analysis.t("busy_pct")
     no_block = sorted({p.family for p in pts if p.block_elems is None})
     floor_txt = ("Dashed line: the compute roofline (the shape's FLOPs at the matmul rate measured on this GPU), "
@@ -386,24 +398,19 @@ def shape_charts(op: str, shape: dict[str, Any], env: dict[str, Any], rec: recom
     ]
 
 
-def sweep(doc: dict[str, Any], sty: dict[str, Style], lead: str) -> Chart | None:
+def sweep(doc: dict[str, Any], analyses: list[ShapeAnalysis], sty: dict[str, Style], lead: str) -> Chart | None:
     """How the best of each layout family moves across the op's shapes (None for a single shape), as a
     fraction of the op's leading ceiling: the compute roofline for compute-led ops, else device copy."""
     pts = []
     env = doc["environment"]
-    for shape in doc["shapes"]:
-        rec = recommend.recommend(shape)
+    for sa in analyses:
+        shape = sa.shape
         if lead == "compute":
             ceiling_ms = analysis.roofline(shape, env).compute_ms
         else:
             ceiling_ms = ((shape.get("copy") or {}).get("timing") or {}).get("median_ms")
-        seen = set()
-        for v in recommend.ranked(shape):          # fastest first: the first of a family is its best
-            fam = v.get("stem", v["name"])
-            if ceiling_ms and fam not in seen:
-                seen.add(fam)
-                pts.append(SweepPoint(shape["id"], fam, ceiling_ms / v["timing"]["median_ms"],
-                                      bool(rec and rec.variant is v)))
+        for fam, v in sa.family_best.items() if ceiling_ms else ():
+            pts.append(SweepPoint(shape["id"], fam, ceiling_ms / v["timing"]["median_ms"], sa.is_recommended(v)))
     if len(doc["shapes"]) < 2 or not pts:
         return None
     if lead == "compute":

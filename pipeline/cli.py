@@ -28,7 +28,7 @@ from pipeline import errors as errors_mod
 from pipeline import ops as ops_mod
 # report and export (matplotlib, through the charts) are imported by the commands that draw: gate, list and
 # config start without them
-from pipeline import gate_output, ingest, jsonout, newop, optimize, profiling, recommend, results, stages, supervise
+from pipeline import gate_output, ingest, jsonout, newop, optimize, profiling, results, shapeanalysis, stages, supervise
 from pipeline.errors import ConfigError, ExitCode, PipelineError
 
 START = time.monotonic()
@@ -88,11 +88,12 @@ def _summary(paths: list[Path]) -> bool:
     for path in paths:
         doc = results.load(path)
         for shape in doc["shapes"]:
-            rec = recommend.recommend(shape)
+            sa = shapeanalysis.analyze_shape(shape, doc["environment"])
+            rec = sa.recommendation
             table = Table(title=f"{doc['op']} · {shape['id']} · {doc['environment'].get('gpu_name')}")
             for col in ("variant", "status", "median ms", "of copy", "SM %", "warps %", "grid", "DRAM %"):
                 table.add_column(col, justify="left" if col in ("variant", "status") else "right")
-            view = report.shape_view(shape, doc["environment"], path.parent, path.parent)
+            view = report.shape_view(shape, doc["environment"], path.parent, path.parent, sa=sa)
             for r in view.rows:
                 failed |= r.status not in ("ok", "unsupported")
                 name = f"[bold green]{escape(r.name)}[/]" if r.recommended else escape(r.name)
@@ -219,7 +220,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                  and (not args.variant or args.variant in (r["variant"], r["stem"]))]
         sys.stdout.write(flat.to_csv(table) if args.format == "csv" else flat.to_json(table) + "\n")
         return ExitCode.OK
-    shape, variant = export.find(doc, args.variant or export.best_name(doc["shapes"][0]) or "", args.shape)
+    name = args.variant or export.best_name(doc["shapes"][0], doc["environment"]) or ""
+    shape, variant = export.find(doc, name, args.shape)
     wanted = export.stage_named(args.stage).metrics() if args.stage else None
     print(json.dumps(export.ncu_json(variant, wanted), indent=2))
     return ExitCode.OK
@@ -229,7 +231,8 @@ def cmd_prompt(args: argparse.Namespace) -> int:
     from pipeline import export
     proj = _project(args)
     doc = _results_for(proj, args.op, args.results)
-    shape, variant = export.find(doc, args.variant or export.best_name(doc["shapes"][0]) or "", args.shape)
+    name = args.variant or export.best_name(doc["shapes"][0], doc["environment"]) or ""
+    shape, variant = export.find(doc, name, args.shape)
     print(export.render_prompt(export.prompt_view(doc, shape, variant, export.stage_named(args.stage), proj.root,
                                                   proj.kernels)))
     return ExitCode.OK

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import analysis, recommend, report, results
+from pipeline import analysis, report, results, shapeanalysis
 from pipeline.errors import ResultsError, SelectionError
 from pipeline.stages import STAGES, Stage
 
@@ -84,8 +84,8 @@ def _gpu_block(env: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def _roofline_text(variant: dict[str, Any], shape: dict[str, Any], env: dict[str, Any]) -> str:
-    mem, comp = analysis.roofline_fractions(variant, shape, env)
+def _roofline_text(va: shapeanalysis.VariantAnalysis) -> str:
+    mem, comp = va.memory_fraction, va.compute_fraction
     parts = [f"{mem:.0%} of the memory roofline" if mem is not None else "memory roofline unknown"]
     parts.append(f"{comp:.0%} of the compute roofline" if comp is not None else "no FLOPs declared")
     return ", ".join(parts)
@@ -95,13 +95,14 @@ def prompt_view(doc: dict[str, Any], shape: dict[str, Any], variant: dict[str, A
                 repo: Path, kernels_dir: Path | None = None) -> PromptView:
     """The prompt's values; the variant's code is read from the project at `repo` (results.source_path)."""
     metrics = stage.metrics()
-    view = report.shape_view(shape, doc["environment"], repo, repo)
+    sa = shapeanalysis.analyze_shape(shape, doc["environment"])
+    view = report.shape_view(shape, doc["environment"], repo, repo, sa=sa)
     row = next(r for r in view.rows if r.name == variant["name"])
     best = view.headline
     evidence = [("this variant's time (CUDA events, median, L2 flushed)", f"{row.median_ms} ms (IQR {row.spread_ms})"),
                 ("fraction of device-copy bandwidth", row.frac_copy),
                 ("bound", f"{row.bound} ({row.bound_rule})"),
-                ("fraction of the roofline", _roofline_text(variant, shape, doc["environment"])),
+                ("fraction of the roofline", _roofline_text(sa.of(variant))),
                 ("best layout found so far", f"{best.name}: {best.layout}, {best.median_ms} ms, "
                                              f"{best.frac_copy} of copy" if best else "none correct yet")]
     evidence += [(f"finding [{f.metric} = {f.value}]", f.text) for f in row.findings]
@@ -125,7 +126,7 @@ def stage_named(name: str) -> Stage:
     return STAGES[name]
 
 
-def best_name(shape: dict[str, Any]) -> str | None:
-    rec = recommend.recommend(shape)
+def best_name(shape: dict[str, Any], environment: dict[str, Any]) -> str | None:
+    rec = shapeanalysis.analyze_shape(shape, environment).recommendation
     return rec.variant["name"] if rec else None
 

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline import analysis, recommend, results
+from pipeline import analysis, results, shapeanalysis
 
 # (column, meaning): docs/results.md lists the same table (a test keeps them equal)
 COLUMNS: list[tuple[str, str]] = [
@@ -29,10 +29,10 @@ COLUMNS: list[tuple[str, str]] = [
     ("p25_ms", "first quartile, ms"),
     ("p75_ms", "third quartile, ms"),
     ("reps", "timed repeats"),
-    ("recommended", "the shape's recommendation (recommend.recommend)"),
+    ("recommended", "the shape's recommendation (shapeanalysis.analyze_shape)"),
     ("tied", "tied with the recommendation (recommend.tied)"),
     ("fraction_of_copy", "device-copy time of the op's minimal bytes over the median (analysis.fraction_of_copy)"),
-    ("vs_baseline", "baseline median over this median"),
+    ("vs_baseline", "baseline median (its fastest correct config) over this median"),
     ("vs_torch_eager", "torch eager median over this median"),
     ("bound", "analysis.classify: memory-, compute-, latency-, launch-bound or unknown"),
     ("sm_pct", "ncu SM throughput % of peak (dominant kernel)"),
@@ -47,15 +47,14 @@ def rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per variant × shape of a results document, keyed by COLUMNS."""
     out = []
     gpu = doc["environment"].get("gpu_name")
-    env = doc["environment"]
-    for shape in doc["shapes"]:
-        rec = recommend.recommend(shape)
+    for sa in shapeanalysis.analyze_doc(doc):
+        shape, rec = sa.shape, sa.recommendation
         ref = (shape.get("reference") or {}).get("timing") or {}
-        base = next((v for v in shape["variants"] if v.get("baseline") and v["status"] == "ok"
-                     and v.get("timing")), None)
-        for v in shape["variants"]:
+        # the recommendation's baseline: the fastest correct config of the baseline file, as the pages use
+        base_ms = next((v["timing"]["median_ms"] for v in sa.ranking if v.get("baseline")), None)
+        for va in sa.variants:
+            v, k = va.variant, va.kernel
             t = v.get("timing") if v["status"] == "ok" else None
-            k = analysis.dominant_kernel(v)
             median = (t or {}).get("median_ms")
             out.append({
                 "op": doc["op"], "gpu": gpu, "shape": shape["id"], "dtype": shape.get("dtype"),
@@ -63,12 +62,12 @@ def rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
                 "error": v.get("error") or "",
                 "median_ms": median, "p25_ms": (t or {}).get("p25_ms"), "p75_ms": (t or {}).get("p75_ms"),
                 "reps": (t or {}).get("reps"),
-                "recommended": bool(rec and rec.variant["name"] == v["name"]),
-                "tied": bool(rec and v["name"] in rec.ties),
-                "fraction_of_copy": analysis.fraction_of_copy(v, shape) if t else None,
-                "vs_baseline": base["timing"]["median_ms"] / median if base and median else None,
+                "recommended": va.recommended,
+                "tied": va.tied,
+                "fraction_of_copy": va.fraction_of_copy if t else None,
+                "vs_baseline": base_ms / median if base_ms and median else None,
                 "vs_torch_eager": ref["median_ms"] / median if ref.get("median_ms") and median else None,
-                "bound": analysis.classify(v, shape, env).kind if k else None,
+                "bound": va.bound.kind if k else None,
                 "sm_pct": analysis.m(k, analysis.SM), "dram_pct": analysis.m(k, analysis.DRAM),
                 "warps_active_pct": analysis.m(k, analysis.WARPS),
                 "kernel_ms": (v.get("after_timing") or {}).get("kernel_ms"),

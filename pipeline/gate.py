@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import analysis, compare, recommend, results
+from pipeline import analysis, compare, results, shapeanalysis
+from pipeline.shapeanalysis import ShapeAnalysis, VariantAnalysis
 from pipeline.config import Config, Shape, Targets, load_op
 from pipeline.errors import ExitCode, ResultsError
 
@@ -64,11 +65,11 @@ def _compare(old: dict[str, Any], cur: dict[str, Any]) -> tuple[float, bool, boo
 class _Kernel:
     """Judges one gated variant at one shape; each method returns a Check."""
 
-    def __init__(self, ctx: dict[str, Any], variant: dict[str, Any], shape: dict[str, Any], t: Targets) -> None:
-        self.ctx, self.v, self.shape, self.t = ctx, variant, shape, t
-        self.k = analysis.dominant_kernel(variant)
-        ok = (variant.get("ncu") or {}).get("status") == "ok"
-        self.bound = analysis.classify(variant, shape, ctx["env"]) if ok else None
+    def __init__(self, ctx: dict[str, Any], va: VariantAnalysis, shape: dict[str, Any], t: Targets) -> None:
+        self.ctx, self.v, self.shape, self.t = ctx, va.variant, shape, t
+        self.k = va.kernel
+        ok = (va.variant.get("ncu") or {}).get("status") == "ok"
+        self.bound = va.bound if ok else None
 
     def row(self, target: str, value: str, verdict: str, reason: str) -> Check:
         return Check(self.ctx["file"], self.ctx["op"], self.shape["id"], self.v["name"], target, value, verdict,
@@ -251,13 +252,14 @@ def _freshness(ctx: dict[str, Any], shape: dict[str, Any], records: list[dict[st
     return PASS, f"sha256 of {len(hashed)} source files as measured at {when}"
 
 
-def _pick(shape: dict[str, Any], name: str) -> tuple[dict[str, Any] | None, str, str]:
+def _pick(sa: ShapeAnalysis, name: str) -> tuple[dict[str, Any] | None, str, str]:
     """A named variant at a shape: its fastest correct config (by stem or full name), or why there is none."""
+    shape = sa.shape
+    best = sa.best_of(name)
+    if best is not None:
+        return best, "", ""
     cands = [v for v in shape["variants"] if v["name"] == name] or \
             [v for v in shape["variants"] if v.get("stem") == name]
-    ok = sorted((v for v in cands if v["status"] == "ok" and v.get("timing")), key=lambda v: v["timing"]["median_ms"])
-    if ok:
-        return ok[0], "", ""
     if not cands:
         return None, ERROR, f"variant {name} is not in the results at shape {shape['id']}"
     if all(v["status"] == "unsupported" for v in cands):
@@ -302,10 +304,11 @@ def _gate_file(path: Path, doc: dict[str, Any], cfg: Config, repo: Path, shapes:
     wanted = variants or op_cfg.targets.gate
     for sid in (s for s in expected if s in present):
         shape = present[sid]
+        sa = shapeanalysis.analyze_shape(shape, ctx["env"])
         if wanted:
-            picked = [(n, *_pick(shape, n)) for n in wanted]
+            picked = [(n, *_pick(sa, n)) for n in wanted]
         else:
-            rec = recommend.recommend(shape)
+            rec = sa.recommendation
             statuses = ", ".join(sorted({f"{v['status']}" for v in shape["variants"]})) or "no variants"
             picked = [("recommended", rec.variant if rec else None, ERROR,
                        f"no correct variant at shape {sid} (statuses: {statuses}); nothing to recommend or gate")]
@@ -315,7 +318,8 @@ def _gate_file(path: Path, doc: dict[str, Any], cfg: Config, repo: Path, shapes:
             if variant is None:
                 checks.append(Check(ctx["file"], doc["op"], sid, name, "variant", "—", verdict, reason))
                 continue
-            kernel = _Kernel(ctx, variant, shape, op_cfg.targets.for_variant(variant["name"], variant.get("stem", "")))
+            kernel = _Kernel(ctx, sa.of(variant), shape,
+                             op_cfg.targets.for_variant(variant["name"], variant.get("stem", "")))
             baselines = []
             for label, base_doc, base_why in bases:
                 old = next((s for s in (base_doc or {}).get("shapes", []) if s["id"] == sid), None)

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pipeline import recommend, results
+from pipeline import results, shapeanalysis
 from pipeline.ops import Op
 
 SCHEMA_VERSION = 1
@@ -29,8 +29,8 @@ def op_listing(ops: list[Op], root: Path, kernels_dir: Path) -> dict[str, Any]:
                      for v in op.variants]} for op in ops]}
 
 
-def _recommended(shape: dict[str, Any]) -> dict[str, Any] | None:
-    rec = recommend.recommend(shape)
+def _recommended(sa: shapeanalysis.ShapeAnalysis) -> dict[str, Any] | None:
+    rec = sa.recommendation
     if rec is None:
         return None
     return {"variant": rec.variant["name"], "layout": rec.variant.get("layout", ""), "median_ms": rec.median_ms,
@@ -46,7 +46,7 @@ def profile_summary(paths: list[Path], index: Path | None, exit_code: int, repla
         doc = results.load(path)
         ops.append({"op": doc["op"], "gpu": doc["environment"].get("gpu_name"), "results": str(path),
                     "shapes": [{"id": s["id"], "measured_at": s.get("measured_at"),
-                                "recommended": _recommended(s),
+                                "recommended": _recommended(shapeanalysis.analyze_shape(s, doc["environment"])),
                                 "status": {v["name"]: v["status"] for v in s["variants"]},
                                 "failed": sorted(v["name"] for v in s["variants"]
                                                  if v["status"] not in ("ok", "unsupported")),

@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 from rich.markup import escape
 
-from pipeline import ingest, profiling, recommend, results, search, supervise
+from pipeline import ingest, profiling, recommend, results, search, shapeanalysis, supervise
 from pipeline import ops as ops_mod
 from pipeline.config import Config, read_text
 from pipeline.errors import ConfigError, NoGpuError, PipelineError, ResultsError, SelectionError
@@ -231,7 +231,7 @@ def _recommended(op: Op, profiles: Path, gpu: str, shape: str, device: str) -> t
         raise SelectionError(f"no results of op {op.name} on {gpu} ({path}) to take the recommendation from; {hint}")
     doc = results.load(path)
     rec = next((s for s in doc["shapes"] if s["id"] == shape), None)
-    best = recommend.recommend(rec) if rec else None
+    best = shapeanalysis.analyze_shape(rec, doc["environment"]).recommendation if rec else None
     if best is None:
         raise SelectionError(f"{path}: no correct variant recorded at shape {shape}; {hint}")
     name = best.variant["name"]

@@ -39,14 +39,20 @@ def tied(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return overlaps(a, b) or hi <= lo * (1 + TIE_MARGIN)
 
 
+def rank(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Correct, timed records, fastest first (stable: equal medians keep the given order)."""
+    return sorted((v for v in records if v.get("status") == "ok" and v.get("timing")),
+                  key=lambda v: v["timing"]["median_ms"])
+
+
 def ranked(shape: dict[str, Any]) -> list[dict[str, Any]]:
-    """Correct, timed variants, fastest first."""
-    ok = [v for v in shape["variants"] if v["status"] == "ok" and v.get("timing")]
-    return sorted(ok, key=lambda v: v["timing"]["median_ms"])
+    """Correct, timed variants of a shape, fastest first."""
+    return rank(shape["variants"])
 
 
-def recommend(shape: dict[str, Any]) -> Recommendation | None:
-    order = ranked(shape)
+def from_ranking(shape: dict[str, Any], order: list[dict[str, Any]]) -> Recommendation | None:
+    """The recommendation given the shape's ranking; shapeanalysis.analyze_shape is its one caller in the
+    pipeline, so every consumer reads the same one."""
     if not order:
         return None
     best = order[0]
@@ -62,3 +68,7 @@ def recommend(shape: dict[str, Any]) -> Recommendation | None:
         fraction_of_copy=analysis.fraction_of_copy(best, shape),
         grid=analysis.launch_dims(best, "grid"), block=analysis.launch_dims(best, "block"),
         cluster=analysis.cluster_dims(best))
+
+
+def recommend(shape: dict[str, Any]) -> Recommendation | None:
+    return from_ranking(shape, ranked(shape))

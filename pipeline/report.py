@@ -23,8 +23,9 @@ from typing import Any
 import jinja2
 from markupsafe import Markup, escape
 
-from pipeline import analysis, charts, compare, recommend, results
+from pipeline import analysis, charts, compare, recommend, results, shapeanalysis
 from pipeline.analysis import fmt_bytes
+from pipeline.shapeanalysis import ShapeAnalysis, VariantAnalysis
 from pipeline.viewmodel import (Alert, Cell, Chart, Column, CompareCell, ComparePage, CompareShape, DiffPage,
                                 DiffRow, DiffShape, FamilyRank, Headline, IndexPage, Link, OpPage, ShapeView, Stat,
                                 Trace, VariantRow)
@@ -75,25 +76,9 @@ def _faster(ratio: float, what: str) -> str:
 
 # ---------------------------------------------------------------- which ceiling a shape is presented against
 
-def lead(variant: dict[str, Any], shape: dict[str, Any], env: dict[str, Any]) -> str:
-    """`compute` when the op declares FLOPs and the variant is compute-bound or nearer its compute roofline
-    than its memory one; else `memory`."""
-    if not shape.get("flops"):
-        return "memory"
-    if analysis.classify(variant, shape, env).kind == "compute-bound":
-        return "compute"
-    mem, comp = analysis.roofline_fractions(variant, shape, env)
-    return "compute" if comp is not None and (mem is None or comp > mem) else "memory"
-
-
-def shape_lead(shape: dict[str, Any], env: dict[str, Any]) -> str:
-    rec = recommend.recommend(shape)
-    return lead(rec.variant, shape, env) if rec else "compute" if shape.get("flops") else "memory"
-
-
-def op_lead(doc: dict[str, Any]) -> str:
+def op_lead(analyses: list[ShapeAnalysis]) -> str:
     """The op's presentation where one is needed for all shapes (the sweep chart): most shapes decide."""
-    leads = Counter(shape_lead(s, doc["environment"]) for s in doc["shapes"])
+    leads = Counter(sa.lead for sa in analyses)
     return "compute" if leads["compute"] and leads["compute"] >= leads["memory"] else "memory"
 
 
@@ -245,12 +230,13 @@ def columns(lead_: str) -> list[Column]:
 SHOWN = ("ok", "incorrect", "suspect")      # statuses in the main table; failed and unsupported are folded
 
 
-def _row(v: dict[str, Any], shape: dict[str, Any], env: dict[str, Any], rec: recommend.Recommendation | None,
-         base_ms: float | None, lead_: str, results_dir: Path, reports_dir: Path) -> VariantRow:
-    k = analysis.dominant_kernel(v)
+def _row(va: VariantAnalysis, sa: ShapeAnalysis, base_ms: float | None, results_dir: Path,
+         reports_dir: Path) -> VariantRow:
+    v, shape, rec, lead_ = va.variant, sa.shape, sa.recommendation, sa.lead
+    k = va.kernel
     tm = v.get("timing") if v["status"] == "ok" else None
     med = tm["median_ms"] if tm else None
-    bound = analysis.classify(v, shape, env) if k else None
+    bound = va.bound if k else None
     compiled = v.get("compiled") or []
     spills = sum(c.get("n_spills") or 0 for c in compiled) if compiled else None
     met = {n: analysis.m(k, n) for n in (analysis.SM, analysis.DRAM, analysis.MEM, analysis.WARPS,
@@ -259,7 +245,7 @@ def _row(v: dict[str, Any], shape: dict[str, Any], env: dict[str, Any], rec: rec
                                          "launch__shared_mem_per_block")}
     moved, mb = analysis.dram_bytes(v), shape.get("min_bytes")
     excess = moved / mb if moved is not None and mb else None
-    grid, block = analysis.launch_dims(v, "grid"), analysis.launch_dims(v, "block")
+    grid, block = va.grid, va.block
     ncu_rec = v.get("ncu") or {}
     ncu_status = ncu_rec.get("status", "")
     status = v["status"] + ("" if v["status"] != "ok" or ncu_status in ("ok", "") else
@@ -270,13 +256,11 @@ def _row(v: dict[str, Any], shape: dict[str, Any], env: dict[str, Any], rec: rec
         ncu_rec.get("error", "") if ncu_status == "not-selected" else "",
         f"measured {v['measured_at']}" if v.get("measured_at") else "",
         f"re-timed {v['retimed_at']} beside the variants measured then" if v.get("retimed_at") else "") if x)
-    is_rec = bool(rec and rec.variant["name"] == v["name"])
-    tied = bool(rec and med is not None and v["name"] in rec.ties)
+    is_rec, tied = va.recommended, va.tied
     vs_base = base_ms / med if med and base_ms else None
     vs_best = med / rec.median_ms if med and rec else None
     place = charts.standing(vs_best, is_rec, tied, bool(rec.ties)) if vs_best else "—"
-    frac = analysis.fraction_of_copy(v, shape) if tm else None
-    comp_frac = analysis.roofline_fractions(v, shape, env)[1] if tm else None
+    frac, comp_frac = (va.fraction_of_copy, va.compute_fraction) if tm else (None, None)
     tflops, gbs = _tflops(shape, med), _gbs(shape, med)
     trace = _trace(v, results_dir, reports_dir)
     name = v["name"] + (" (baseline)" if v.get("baseline") else "")
@@ -325,15 +309,16 @@ def _row(v: dict[str, Any], shape: dict[str, Any], env: dict[str, Any], rec: rec
         grid_size=_num(met["launch__grid_size"], ",.0f"), grid=_dims(grid),
         block=_dims(block), regs=_num(met["launch__registers_per_thread"], ".0f"), spills=_num(spills, "d"),
         bound=cells[-1].text, bound_rule=cells[-1].title, ncu_status=ncu_status or "—", standing=place, css=css,
-        folded=not shown, cells=cells, trace=trace, findings=analysis.findings(v, shape, env))
+        folded=not shown, cells=cells, trace=trace, findings=list(va.findings))
 
 
 # ---------------------------------------------------------------- the headline of a shape
 
-def _baseline_state(shape: dict[str, Any], rec: recommend.Recommendation) -> tuple[str, str, str]:
+def _baseline_state(sa: ShapeAnalysis, rec: recommend.Recommendation) -> tuple[str, str, str]:
     """(card value, verdict phrase, card detail) for the speedup over the op's baseline variant."""
+    shape = sa.shape
     if rec.speedup_vs_baseline is not None:
-        base = next(v for v in recommend.ranked(shape) if v["name"] == rec.baseline)
+        base = next(v for v in sa.ranking if v["name"] == rec.baseline)
         detail = f"{rec.baseline}: {_ms(base['timing']['median_ms'])} ms ÷ {_ms(rec.median_ms)} ms"
         if rec.variant["name"] == rec.baseline:
             return _ratio(1.0), f"it is the baseline {rec.baseline}", detail
@@ -368,19 +353,20 @@ def _tie_note(rec: recommend.Recommendation, timings: dict[str, float]) -> str:
     return " ".join(parts) + " Any of these is as good at this shape."
 
 
-def _headline(shape: dict[str, Any], env: dict[str, Any], rec: recommend.Recommendation, lead_: str,
-              rivals: list[_Rival], trace: Trace) -> Headline:
+def _headline(sa: ShapeAnalysis, rivals: list[_Rival], trace: Trace) -> Headline:
+    shape, env, rec, lead_, va = sa.shape, sa.environment, sa.recommendation, sa.lead, sa.recommended
+    assert rec is not None and va is not None
     v, tm = rec.variant, rec.variant["timing"]
     roof = analysis.roofline(shape, env)
-    mem_frac, comp_frac = analysis.roofline_fractions(v, shape, env)
+    mem_frac, comp_frac = va.memory_fraction, va.compute_fraction
     copy = (shape.get("copy") or {}).get("timing")
-    bound = analysis.classify(v, shape, env)
+    bound = va.bound
     med = _ms(rec.median_ms)
-    timings = {x["name"]: x["timing"]["median_ms"] for x in recommend.ranked(shape)}
+    timings = {x["name"]: x["timing"]["median_ms"] for x in sa.ranking}
     n_ties = len(rec.ties)
     tied_txt = f" (tied with {n_ties})" if n_ties else ""
-    base_value, base_phrase, base_detail = _baseline_state(shape, rec)
-    k = analysis.dominant_kernel(v)
+    base_value, base_phrase, base_detail = _baseline_state(sa, rec)
+    k = va.kernel
     dram = analysis.m(k, analysis.DRAM)
     tflops, gbs = _tflops(shape, rec.median_ms), _gbs(shape, rec.median_ms)
     by = {r.what: r for r in rivals}
@@ -425,16 +411,13 @@ def _headline(shape: dict[str, Any], env: dict[str, Any], rec: recommend.Recomme
                     + (f", DRAM {dram:.1f} %)" if dram is not None else ")"))
         frac_lead = f"{_frac(mem_frac)} memory" if mem_frac is not None else "—"
         throughput = _rate(gbs, "GB/s")
-    best: dict[str, dict[str, Any]] = {}
-    for x in recommend.ranked(shape):
-        best.setdefault(x.get("stem", x["name"]), x)
     fams = []
-    for f, x in best.items():
+    for f, x in sa.family_best.items():
         ratio = x["timing"]["median_ms"] / rec.median_ms
-        tie = x["name"] in rec.ties
+        tie, is_rec = x["name"] in rec.ties, sa.is_recommended(x)
         fams.append(FamilyRank(f, _breakable(x["name"]), _ms(x["timing"]["median_ms"]),
-                               "recommended" if x is v else charts.standing(ratio, False, tie, True),
-                               "rec" if x is v else "tie" if tie else ""))
+                               "recommended" if is_rec else charts.standing(ratio, False, tie, True),
+                               "rec" if is_rec else "tie" if tie else ""))
     beaten = [r for r in rivals if r.beats]
     rival_phrases = [r.phrase() for r in rivals] or ["torch eager not timed"]
     summary = (f"{med} ms{' (tied with ' + str(n_ties) + ' within noise)' if n_ties else ''}: {base_phrase}, "
@@ -454,7 +437,7 @@ def _headline(shape: dict[str, Any], env: dict[str, Any], rec: recommend.Recomme
         warning="; ".join(f"{r.what} faster ({r.speedup:.2f}×)" for r in beaten),
         stats=stats, bound=bound.label, bound_rule=bound.rule, ties=list(rec.ties), families=fams,
         runner_up=f"{fams[1].family} {fams[1].vs_winner}" if len(fams) > 1 else "—", trace=trace,
-        findings=analysis.findings(v, shape, env))
+        findings=list(va.findings))
 
 
 def _href(base: Path, reports_dir: Path, name: str | None) -> str:
@@ -462,13 +445,14 @@ def _href(base: Path, reports_dir: Path, name: str | None) -> str:
 
 
 def shape_view(shape: dict[str, Any], env: dict[str, Any], results_dir: Path, reports_dir: Path,
-               shape_charts: list[Chart] | None = None, bench: dict[str, dict[str, Any]] | None = None) -> ShapeView:
-    """One shape's view; `bench`: bench.json rows per shape id (torch.compile), when measured."""
-    rec = recommend.recommend(shape)
-    order = recommend.ranked(shape)
-    lead_ = shape_lead(shape, env)
-    base_ms = next((v["timing"]["median_ms"] for v in order if v.get("baseline")), None)
-    rows = [_row(v, shape, env, rec, base_ms, lead_, results_dir, reports_dir) for v in shape["variants"]]
+               shape_charts: list[Chart] | None = None, bench: dict[str, dict[str, Any]] | None = None,
+               sa: ShapeAnalysis | None = None) -> ShapeView:
+    """One shape's view; `bench`: bench.json rows per shape id (torch.compile), when measured; `sa`: the
+    shape's analysis when the caller has it."""
+    sa = sa or shapeanalysis.analyze_shape(shape, env)
+    rec, lead_ = sa.recommendation, sa.lead
+    base_ms = next((v["timing"]["median_ms"] for v in sa.ranking if v.get("baseline")), None)
+    rows = [_row(va, sa, base_ms, results_dir, reports_dir) for va in sa.variants]
     rows.sort(key=lambda r: (r.median_raw is None, r.median_raw or 0, r.name))
     folded = [r for r in rows if r.folded]
     copy = (shape.get("copy") or {}).get("timing")
@@ -497,7 +481,7 @@ def shape_view(shape: dict[str, Any], env: dict[str, Any], results_dir: Path, re
         id=shape["id"], anchor="shape-" + results.slug(shape["id"]),
         params=", ".join(f"{k}={v}" for k, v in (shape.get("params") or {}).items()) or "default",
         dtype=shape.get("dtype", ""), lead=lead_, facts=facts, alerts=_alerts(rivals, rec) if rec else [],
-        headline=_headline(shape, env, rec, lead_, rivals, rec_row.trace) if rec else None,
+        headline=_headline(sa, rivals, rec_row.trace) if rec else None,
         ties=list(rec.ties) if rec else [], charts=shape_charts or [],
         columns=columns(lead_), rows=rows, shown_rows=[r for r in rows if not r.folded], folded_rows=folded,
         folded_summary=(f"{len(folded)} variant{'s' if len(folded) > 1 else ''} failed or do not support this shape: "
@@ -551,15 +535,16 @@ def _styles(doc: dict[str, Any]) -> dict[str, charts.Style]:
     return charts.styles([v.get("stem", v["name"]) for s in doc["shapes"] for v in s["variants"]])
 
 
-def _draw(job: tuple[str, dict[str, Any], dict[str, Any], dict[str, charts.Style]]) -> list[Chart]:
-    op, shape, env, sty = job
-    return charts.shape_charts(op, shape, env, recommend.recommend(shape), sty, shape_lead(shape, env))
+def _draw(job: tuple[charts.ShapeChartData, dict[str, charts.Style]]) -> list[Chart]:
+    return charts.shape_charts(*job)
 
 
-def draw_all(docs: list[dict[str, Any]]) -> list[list[list[Chart]]]:
-    """Every shape's charts, per doc. Drawing SVGs is most of a render (0.2 s a chart, 3 per shape), so
-    the shapes are drawn in parallel processes (matplotlib is not thread-safe); the output is the same."""
-    jobs = [(d["op"], s, d["environment"], _styles(d)) for d in docs for s in d["shapes"]]
+def draw_all(docs: list[dict[str, Any]], analyses: list[list[ShapeAnalysis]] | None = None) -> list[list[list[Chart]]]:
+    """Every shape's charts, per doc (`analyses`: each doc's shape analyses, when the caller has them). Drawing
+    SVGs is most of a render (0.2 s a chart, 3 per shape), so the shapes are drawn in parallel processes
+    (matplotlib is not thread-safe); the output is the same."""
+    analyses = analyses if analyses is not None else [shapeanalysis.analyze_doc(d) for d in docs]
+    jobs = [(charts.chart_data(d["op"], sa), _styles(d)) for d, sas in zip(docs, analyses) for sa in sas]
     workers = min(len(jobs), os.cpu_count() or 1, MAX_DRAW_PROCESSES)
     if workers > 1:
         # a Pool, not an executor: leaving it (an interrupt, SIGTERM) terminates its processes at once
@@ -580,12 +565,13 @@ def _bench_note(bench: dict[str, dict[str, Any]]) -> str:
 
 def op_page(doc: dict[str, Any], path: Path, reports_dir: Path, replayed: bool,
             drawn: list[list[Chart]] | None = None, filename: str | None = None,
-            related: list[Link] | None = None) -> OpPage:
+            related: list[Link] | None = None, analyses: list[ShapeAnalysis] | None = None) -> OpPage:
     env = doc["environment"]
     sty = _styles(doc)
-    drawn = drawn if drawn is not None else [_draw((doc["op"], s, env, sty)) for s in doc["shapes"]]
+    analyses = analyses if analyses is not None else shapeanalysis.analyze_doc(doc)
+    drawn = drawn if drawn is not None else [_draw((charts.chart_data(doc["op"], sa), sty)) for sa in analyses]
     bench = bench_rows(path.parent, env)
-    shapes = [shape_view(s, env, path.parent, reports_dir, c, bench) for s, c in zip(doc["shapes"], drawn)]
+    shapes = [shape_view(sa.shape, env, path.parent, reports_dir, c, bench, sa) for sa, c in zip(analyses, drawn)]
     return OpPage(
         op=doc["op"], replay_note=replay_note(doc) if replayed else "", gpu=str(env.get("gpu_name", "?")),
         created=str(doc.get("created", "—")), environment=_environment(doc),
@@ -593,7 +579,8 @@ def op_page(doc: dict[str, Any], path: Path, reports_dir: Path, replayed: bool,
         thresholds=[(k, f"{v:g}", d) for k, (v, d) in analysis.THRESHOLDS.items()],
         glossary=columns("memory") + LEAD_COLUMNS["compute"][:2] + [Column("findings", FINDINGS_NOTE)],
         results_href=_href(path.parent, reports_dir, path.name), results_name="/".join(path.parts[-4:]),
-        sweep_chart=charts.sweep(doc, sty, op_lead(doc)), shapes=shapes, filename=filename or page_names([doc])[0],
+        sweep_chart=charts.sweep(doc, analyses, sty, op_lead(analyses)), shapes=shapes,
+        filename=filename or page_names([doc])[0],
         bench_note=_bench_note(bench), related=related or [])
 
 
@@ -608,7 +595,8 @@ def digest(paths: list[Path], replayed: bool) -> str:
     the replay flag, and this package's rendering code and templates."""
     h = hashlib.sha256(f"{replayed}\n".encode())
     here = Path(__file__).parent
-    code = [here / f for f in ("report.py", "viewmodel.py", "charts.py", "analysis.py", "recommend.py", "compare.py")]
+    code = [here / f for f in ("report.py", "viewmodel.py", "charts.py", "analysis.py", "recommend.py",
+                               "shapeanalysis.py", "compare.py")]
     benches = [p.parent / BENCH_FILE for p in paths if (p.parent / BENCH_FILE).is_file()]
     for f in [*paths, *benches, *code, *sorted((here / "templates").iterdir())]:
         h.update(f"{f.name}\n".encode() + f.read_bytes())
@@ -639,7 +627,8 @@ def _current(inputs: str, pages: list[Path], reports_dir: Path) -> bool:
 def index_entry(doc: dict[str, Any], path: Path, reports_dir: Path, replayed: bool, filename: str) -> OpPage:
     """What the index shows of an op whose page is not rendered now: its shapes' headlines, no charts."""
     bench = bench_rows(path.parent, doc["environment"])
-    shapes = [shape_view(s, doc["environment"], path.parent, reports_dir, bench=bench) for s in doc["shapes"]]
+    shapes = [shape_view(sa.shape, doc["environment"], path.parent, reports_dir, bench=bench, sa=sa)
+              for sa in shapeanalysis.analyze_doc(doc)]
     return OpPage(op=doc["op"], replay_note=replay_note(doc) if replayed else "",
                   gpu=str(doc["environment"].get("gpu_name", "?")), created=str(doc.get("created", "—")),
                   environment=[], commands=[], thresholds=[], glossary=[],
@@ -653,45 +642,34 @@ def compare_name(op: str) -> str:
     return f"{results.slug(op)}.gpus.html"
 
 
-def _family_best(shape: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    best: dict[str, dict[str, Any]] = {}
-    for v in recommend.ranked(shape):
-        best.setdefault(v.get("stem", v["name"]), v)
-    return best
-
-
-def _ties_winner(v: dict[str, Any] | None, rec: recommend.Recommendation) -> bool:
-    return v is not None and (v is rec.variant or v["name"] in rec.ties)
-
-
 def compare_page(op: str, entries: list[tuple[dict[str, Any], str]], replayed: bool) -> ComparePage:
     """Does the winning layout change between GPUs? `entries`: (results doc, its page's file name) per GPU."""
     gpus = [str(d["environment"].get("gpu_name", "?")) for d, _ in entries]
     ids = list(dict.fromkeys(s["id"] for d, _ in entries for s in d["shapes"]))
     shapes, changed_ids = [], []
     for sid in ids:
-        cells, winners, recs = [], {}, {}
+        cells, winners, recs, analysed = [], {}, {}, []
         for (doc, page), gpu in zip(entries, gpus):
             shape = next((s for s in doc["shapes"] if s["id"] == sid), None)
-            rec = recommend.recommend(shape) if shape else None
+            sa = shapeanalysis.analyze_shape(shape, doc["environment"]) if shape else None
+            rec = sa.recommendation if sa else None
+            analysed += [sa] if sa else []
             href = f"{page}#shape-{results.slug(sid)}"
             if rec is None:
                 cells.append(CompareCell(gpu, Markup("not recorded" if shape is None else "no correct variant"),
                                          "—", "—", "—", "—", "", href if shape else ""))
                 continue
-            env = doc["environment"]
-            lead_ = lead(rec.variant, shape, env)
-            mem, comp = analysis.roofline_fractions(rec.variant, shape, env)
+            lead_, best = sa.lead, sa.of(rec.variant)
+            mem, comp = best.memory_fraction, best.compute_fraction
             lead_txt = (f"{_rate(_tflops(shape, rec.median_ms), 'TFLOP/s')}, {_frac(comp)} of compute roofline"
                         if lead_ == "compute" else
                         f"{_rate(_gbs(shape, rec.median_ms), 'GB/s')}, {_frac(mem)} of memory roofline")
             fam = rec.variant.get("stem", rec.variant["name"])
-            winners[gpu], recs[gpu] = fam, (shape, rec)
+            winners[gpu], recs[gpu] = fam, sa
             cells.append(CompareCell(gpu, _breakable(rec.variant["name"]), fam, _ms(rec.median_ms), lead_txt,
                                      _ratio(rec.speedup_vs_reference),
                                      f"tied with {len(rec.ties)}" if rec.ties else "", href))
-        fams = list(dict.fromkeys(f for d, _ in entries for s in d["shapes"] if s["id"] == sid
-                                  for f in _family_best(s)))
+        fams = list(dict.fromkeys(f for sa in analysed for f in sa.family_best))
         table = []
         for f in fams:
             row: list[str] = []
@@ -699,22 +677,22 @@ def compare_page(op: str, entries: list[tuple[dict[str, Any], str]], replayed: b
                 if gpu not in recs:
                     row.append("—")
                     continue
-                shape, rec = recs[gpu]
-                b = _family_best(shape).get(f)
-                row.append("—" if b is None else "recommended" if b is rec.variant else charts.standing(
+                sa = recs[gpu]
+                rec = sa.recommendation
+                b = sa.family_best.get(f)
+                row.append("—" if b is None else "recommended" if sa.is_recommended(b) else charts.standing(
                     b["timing"]["median_ms"] / rec.median_ms, False, b["name"] in rec.ties, True))
             table.append((f, row))
         distinct = list(dict.fromkeys(winners.values()))
         if len(winners) < 2:
             verdict, changed = "recorded on one GPU only: nothing to compare", False
         elif len(distinct) == 1:
-            same_variant = len({recs[g][1].variant["name"] for g in recs}) == 1
+            same_variant = len({recs[g].recommendation.variant["name"] for g in recs}) == 1
             verdict, changed = (f"same layout family on every GPU: {distinct[0]}"
                                 + (" (the same variant)" if same_variant else " (different configs)")), False
         else:
             # a family that wins on one GPU and ties the winner on every other is a change within noise
-            within = all(_ties_winner(_family_best(shape).get(f), rec)
-                         for f in distinct for shape, rec in recs.values())
+            within = all(sa.ties_winner(sa.family_best.get(f)) for f in distinct for sa in recs.values())
             verdict = "the winning layout changes: " + ", ".join(f"{g}: {f}" for g, f in winners.items()) + (
                 " (within noise: each GPU's winning family ties the winner on the others)" if within else "")
             changed = True
@@ -754,7 +732,9 @@ def diff_page(doc: dict[str, Any], path: Path, base_path: Path, base: dict[str, 
     shapes = []
     for shape in doc["shapes"]:
         old = next((s for s in base["shapes"] if s["id"] == shape["id"]), None)
-        rec, old_rec = recommend.recommend(shape), recommend.recommend(old) if old else None
+        sa = shapeanalysis.analyze_shape(shape, env)
+        rec = sa.recommendation
+        old_rec = shapeanalysis.analyze_shape(old, base["environment"]).recommendation if old else None
         now = rec.variant["name"] if rec else "nothing (no correct variant)"
         then = old_rec.variant["name"] if old_rec else "nothing" if old else "—"
         recommendation = (f"recommended: {now}" + ("" if old is None else " (unchanged)" if then == now
@@ -774,7 +754,7 @@ def diff_page(doc: dict[str, Any], path: Path, base_path: Path, base: dict[str, 
             if cur_t and old_t:
                 change = cur_t["median_ms"] / old_t["median_ms"] - 1
                 delta = f"{change * 100:+.1f} %"
-                kind = analysis.classify(v, shape, env).kind
+                kind = sa.of(v).bound.kind
                 sh = compare.compare_timings(old, old_t, shape, cur_t, kind)
                 if sh is not None:
                     verdict, word = sh.text(), sh.verdict
@@ -844,8 +824,9 @@ def render(paths: list[Path], reports_dir: Path, replayed: bool, index: list[Pat
         out = [Link(compare_name(docs[p]["op"]), "this op on every GPU")] if docs[p]["op"] in multi else []
         return out + ([Link(diff_name(names[p]), "against the baseline")] if p in diffs else [])
 
-    pages = {p: op_page(docs[p], p, reports_dir, replayed, drawn, names[p], related(p))
-             for p, drawn in zip(todo, draw_all([docs[p] for p in todo]))}
+    analyses = {p: shapeanalysis.analyze_doc(docs[p]) for p in todo}
+    pages = {p: op_page(docs[p], p, reports_dir, replayed, drawn, names[p], related(p), analyses[p])
+             for p, drawn in zip(todo, draw_all([docs[p] for p in todo], [analyses[p] for p in todo]))}
     written = []
     for page in pages.values():
         out = reports_dir / page.filename

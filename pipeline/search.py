@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import analysis
+from pipeline import analysis, shapeanalysis
 from pipeline.config import read_text
 from pipeline.errors import ConfigError
 from pipeline.ops import Space
@@ -224,7 +224,7 @@ def rules(record: dict[str, Any], shape: dict[str, Any], env: dict[str, Any]) ->
         fired.append(Fired("register_limited", "n_spills (Triton compile)", f"{spills[0]['n_spills']}",
                            f"{spills[0]['name']} spills registers: smaller tiles or more warps",
                            (("tile", -1), ("warps", 1))))
-    bound = analysis.classify(record, shape, env)
+    bound = shapeanalysis.analyze_variant(record, shape, env).bound
     if bound.kind == "latency-bound":
         dram, _ = analysis.dram_pct_at_event_time(record, k)     # as classify() judged it
         fired.append(Fired("latency_bound", f"{analysis.SM}, {analysis.DRAM}",
