@@ -31,3 +31,17 @@ def start_until(cmd: list[str], marker: str, **popen) -> tuple[subprocess.Popen,
         if marker in line:
             break
     return proc, seen
+
+
+def slowed_copy(doc: dict, family: str, factor: float, gpu_name: str) -> dict:
+    """A copy of a results document as if measured on `gpu_name`, with every timing of one layout family
+    scaled by `factor`: a second recording made from a real one, for pages that compare two."""
+    import copy
+    d = copy.deepcopy(doc)
+    d["environment"]["gpu_name"] = gpu_name
+    for s in d["shapes"]:
+        for v in s["variants"]:
+            if v.get("stem") == family and v.get("timing"):
+                for k in ("median_ms", "p25_ms", "p75_ms", "min_ms", "max_ms"):
+                    v["timing"][k] *= factor
+    return d

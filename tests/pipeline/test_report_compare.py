@@ -1,11 +1,10 @@
 """Pages beside the op pages: one op across GPUs (does the winning layout change?) and the diff against a
 baseline results set (Δ per variant, the gate's verdict where repeats are stored), with `report --baseline`."""
-import copy
 import html
 import subprocess
 import sys
 
-from testenv import FIXTURES, REPO
+from testenv import FIXTURES, REPO, slowed_copy
 from pipeline import analysis, compare, recommend, report, results
 
 SAMPLE = REPO / "profiles" / "nvidia-h200" / "rmsnorm" / "results.json"
@@ -19,14 +18,7 @@ def cli(*args, cwd):
 
 
 def scaled(doc, family, factor, gpu):
-    d = copy.deepcopy(doc)
-    d["environment"]["gpu_name"] = gpu
-    for s in d["shapes"]:
-        for v in s["variants"]:
-            if v.get("stem") == family and v.get("timing"):
-                for k in ("median_ms", "p25_ms", "p75_ms", "min_ms", "max_ms"):
-                    v["timing"][k] *= factor
-    return d
+    return slowed_copy(doc, family, factor, gpu)
 
 
 def test_a_winner_that_changes_within_noise_is_said_to_be_within_noise(tmp_path):

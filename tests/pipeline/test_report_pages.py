@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from testenv import REPO
+from testenv import REPO, slowed_copy
 from pipeline import analysis, charts, recommend, report, results
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -109,14 +109,7 @@ def site(tmp_path_factory):
 
 
 def slowed(doc, family, factor):
-    d = copy.deepcopy(doc)
-    d["environment"]["gpu_name"] = f"NVIDIA H200 (copy, {family} slowed {factor - 1:.0%})"
-    for s in d["shapes"]:
-        for v in s["variants"]:
-            if v.get("stem") == family and v.get("timing"):
-                for k in ("median_ms", "p25_ms", "p75_ms", "min_ms", "max_ms"):
-                    v["timing"][k] *= factor
-    return d
+    return slowed_copy(doc, family, factor, f"NVIDIA H200 (copy, {family} slowed {factor - 1:.0%})")
 
 
 def page_of(reports, op):
