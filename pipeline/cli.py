@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
 import importlib.metadata
 import json
 import signal
@@ -20,7 +19,6 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 import pipeline
 from pipeline import config as config_mod
@@ -28,7 +26,8 @@ from pipeline import errors as errors_mod
 from pipeline import ops as ops_mod
 # report and export (matplotlib, through the charts) are imported by the commands that draw: gate, list and
 # config start without them
-from pipeline import gate_output, ingest, jsonout, newop, optimize, profiling, results, shapeanalysis, stages, supervise
+from pipeline import (gate_output, ingest, jsonout, newop, optimize, profiling, results, stages, supervise,
+                      terminal)
 from pipeline.errors import ConfigError, ExitCode, PipelineError
 
 START = time.monotonic()
@@ -81,72 +80,6 @@ def _write_json(path: str, doc: dict) -> None:
     results.write_atomic(Path(path).expanduser().resolve(), json.dumps(doc, indent=1, default=str) + "\n")
 
 
-def _summary(paths: list[Path]) -> bool:
-    """Print each shape's table; True if any variant failed (not ok, not unsupported)."""
-    from pipeline import report
-    failed = False
-    for path in paths:
-        doc = results.load(path)
-        for shape in doc["shapes"]:
-            sa = shapeanalysis.analyze_shape(shape, doc["environment"])
-            rec = sa.recommendation
-            table = Table(title=f"{doc['op']} · {shape['id']} · {doc['environment'].get('gpu_name')}")
-            for col in ("variant", "status", "median ms", "of copy", "SM %", "warps %", "grid", "DRAM %"):
-                table.add_column(col, justify="left" if col in ("variant", "status") else "right")
-            view = report.shape_view(shape, doc["environment"], path.parent, path.parent, sa=sa)
-            for r in view.rows:
-                failed |= r.status not in ("ok", "unsupported")
-                name = f"[bold green]{escape(r.name)}[/]" if r.recommended else escape(r.name)
-                table.add_row(name, r.status, r.median_ms, r.frac_copy, r.sm_pct, r.warps_pct, r.grid_size, r.dram_pct)
-            console.print(table)
-            if rec:
-                h = view.headline
-                console.print(f"Recommended: [bold]{escape(h.name)}[/] {h.median_ms} ms, {h.vs_baseline} vs baseline, "
-                              f"{h.vs_reference} vs torch eager, {h.frac_copy} of copy bandwidth, "
-                              f"{h.frac_roofline} of the roofline"
-                              + (f"; tied: {', '.join(rec.ties)}" if rec.ties else ""))
-            else:
-                console.print("[red]No correct variant at this shape.[/]")
-    return failed
-
-
-def _time_split(paths: list[Path], report_s: float) -> None:
-    """Where this run's time went, from the shapes measured in it (cached shapes cost nothing)."""
-    since = time.time() - (time.monotonic() - START)
-    split = {"compile": 0.0, "verify": 0.0, "time": 0.0, "ncu": 0.0}
-    hidden = 0.0      # compile seconds that ran between an op's measuring and the next op's, under ncu
-    for path in paths:
-        for shape in results.load(path)["shapes"]:
-            measured = dt.datetime.fromisoformat(shape["measured_at"]).timestamp() if shape.get("measured_at") else 0
-            if measured + 1 < since:
-                continue
-            for key in split:
-                split[key] += (shape.get("wall_s") or {}).get(key) or 0
-            ahead = (shape.get("precompile") or {}).get("ahead") or {}
-            hidden += ahead.get("seconds", 0) - ahead.get("waited_s", 0)
-    split["verify"] -= split["compile"]
-    console.print("Time split: " + ", ".join(f"{k} {v:.1f} s" for k, v in split.items())
-                  + (f" (and {hidden:.1f} s compiled ahead, under ncu)" if hidden > 0.05 else "")
-                  + f", report {report_s:.1f} s; total {time.monotonic() - START:.1f} s")
-
-
-class ProgressBar:
-    """profiling.Tracker on a rich progress bar: what is running now, units done of units planned."""
-
-    def __init__(self, progress: Progress):
-        self.progress = progress
-        self.task = progress.add_task("starting", total=0)
-
-    def add(self, units: int) -> None:
-        self.progress.update(self.task, total=(self.progress.tasks[0].total or 0) + units)
-
-    def doing(self, text: str) -> None:
-        self.progress.update(self.task, description=escape(text))
-
-    def done(self, units: int = 1) -> None:
-        self.progress.advance(self.task, units)
-
-
 def cmd_profile(args: argparse.Namespace) -> int:
     from pipeline import export
     from pipeline import report
@@ -172,7 +105,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         written = profiling.run(ops, cfg, args.shape, args.require_gpu, console.print, device=args.device,
                                 suite=args.suite, force=args.force,
                                 gpus=[g for g in args.gpus.split(",") if g] if args.gpus else None,
-                                tracker=ProgressBar(progress), root=proj.root, backend=args.backend,
+                                tracker=terminal.ProgressBar(progress), root=proj.root, backend=args.backend,
                                 ray_address=args.ray_address, gpu_model=args.gpu_model, job_timeout=args.job_timeout)
     present = results.find_all(proj.profiles)     # the index lists every op with results, not only these
     if written is None:
@@ -184,15 +117,15 @@ def cmd_profile(args: argparse.Namespace) -> int:
             console.print(f"Rendering reports from recorded samples: {_rel(p)} "
                           f"(recorded on {doc['environment'].get('gpu_name')} at {doc.get('created')}).")
         pages = report.render(recorded, proj.reports, replayed=True, index=present)
-        _summary(recorded)
+        terminal.summary(console, recorded)
         console.print(f"Report (replayed data): {_rel(pages[0])}")
         if args.json_summary:
             _write_json(args.json_summary, jsonout.profile_summary(recorded, pages[0], ExitCode.OK, True))
         return ExitCode.OK
-    failed = _summary(written)
+    failed = terminal.summary(console, written)
     t0 = time.time()
     pages = report.render(present if args.all_reports else written, proj.reports, False, index=present)
-    _time_split(written, time.time() - t0)
+    terminal.time_split(console, written, time.time() - t0, START)
     console.print(f"Results: {', '.join(_rel(p) for p in written)}")
     console.print(f"Report: {_rel(pages[0])}")
     code = ExitCode.VARIANT_FAILURES if failed and args.strict else ExitCode.OK
