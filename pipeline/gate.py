@@ -269,14 +269,13 @@ def _pick(sa: ShapeAnalysis, name: str) -> tuple[dict[str, Any] | None, str, str
 
 
 def _baseline_for(doc: dict[str, Any], base_docs: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, str]:
-    same_op = [b for b in base_docs if b["op"] == doc["op"]]
-    gpu = doc["environment"].get("gpu_name")
-    same = [b for b in same_op if b["environment"].get("gpu_name") == gpu]
+    same = results.same_op_and_gpu(doc, base_docs)
     if same:
-        return same[0], ""
+        return same, ""
+    same_op = [b for b in base_docs if b["op"] == doc["op"]]
     if same_op:
-        return None, (f"!baseline measured on {same_op[0]['environment'].get('gpu_name')}, these results on {gpu}: "
-                      "timings of different GPUs are not comparable")
+        return None, (f"!baseline measured on {same_op[0]['environment'].get('gpu_name')}, these results on "
+                      f"{doc['environment'].get('gpu_name')}: timings of different GPUs are not comparable")
     return None, f"!the baseline has no results for op {doc['op']}"
 
 
@@ -354,7 +353,7 @@ def evaluate(cfg: Config, repo: Path, paths: list[Path] | None = None, *, ops: l
     for label, where in (("baseline", baseline), ("reference run", reference)):
         if where is None:
             continue
-        files = results.find_all(where) if where.is_dir() else [where]
+        files = results.files_at(where)
         try:
             against.append((label, [results.load(f) for f in files]))
         except ResultsError as exc:

@@ -716,14 +716,13 @@ def diff_name(page: str) -> str:
 
 def baseline_docs(where: Path) -> list[tuple[Path, dict[str, Any]]]:
     """The results files of a baseline: one file, or every <gpu>/<op>/results.json under a folder."""
-    files = results.find_all(where) if where.is_dir() else [where]
-    return [(f.resolve(), results.load(f)) for f in files]
+    return [(f.resolve(), results.load(f)) for f in results.files_at(where)]
 
 
 def baseline_for(doc: dict[str, Any], base: list[tuple[Path, dict[str, Any]]]) -> tuple[Path, dict[str, Any]] | None:
-    """The baseline of the same op measured on the same GPU model; timings of other GPUs do not compare."""
-    gpu = doc["environment"].get("gpu_name")
-    return next(((p, b) for p, b in base if b["op"] == doc["op"] and b["environment"].get("gpu_name") == gpu), None)
+    """The baseline of the same op measured on the same GPU model (results.same_op_and_gpu), with its path."""
+    found = results.same_op_and_gpu(doc, [b for _, b in base])
+    return next(((p, b) for p, b in base if b is found), None)
 
 
 def diff_page(doc: dict[str, Any], path: Path, base_path: Path, base: dict[str, Any], replayed: bool,

@@ -88,6 +88,18 @@ def find_all(profiles_dir: Path) -> list[Path]:
     return sorted(profiles_dir.glob("*/*/results.json"))
 
 
+def files_at(where: Path) -> list[Path]:
+    """A results file, or every <gpu>/<op>/results.json under a folder (a baseline or reference run)."""
+    return find_all(where) if where.is_dir() else [where]
+
+
+def same_op_and_gpu(doc: dict[str, Any], others: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The document among `others` of the same op measured on the same GPU model: timings of another model
+    do not compare."""
+    gpu = doc["environment"].get("gpu_name")
+    return next((o for o in others if o["op"] == doc["op"] and o["environment"].get("gpu_name") == gpu), None)
+
+
 def source_sha256(path: str | Path) -> str:
     """The hash stored per variant and reference (`source_sha256`, `reference_sha256`) and checked by the gate."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
