@@ -48,7 +48,7 @@ def rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     gpu = doc["environment"].get("gpu_name")
     for sa in shapeanalysis.analyze_doc(doc):
-        shape, rec = sa.shape, sa.recommendation
+        shape = sa.shape
         ref = (shape.get("reference") or {}).get("timing") or {}
         # the recommendation's baseline: the fastest correct config of the baseline file, as the pages use
         base_ms = next((v["timing"]["median_ms"] for v in sa.ranking if v.get("baseline")), None)

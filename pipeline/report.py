@@ -21,57 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from markupsafe import Markup, escape
 
-from pipeline import analysis, charts, compare, recommend, results, shapeanalysis
-from pipeline.analysis import fmt_bytes
+from pipeline import analysis, charts, display as fmt, recommend, results, shapeanalysis
+from pipeline.comparison import baseline_docs, baseline_for, compare_name, compare_page, diff_name, diff_page
 from pipeline.shapeanalysis import ShapeAnalysis, VariantAnalysis
-from pipeline.viewmodel import (Alert, Cell, Chart, Column, CompareCell, ComparePage, CompareShape, DiffPage,
-                                DiffRow, DiffShape, FamilyRank, Headline, IndexPage, Link, OpPage, ShapeView, Stat,
-                                Trace, VariantRow)
+from pipeline.viewmodel import (Alert, Cell, Chart, Column, FamilyRank, Headline, IndexPage, Link, OpPage, ShapeView,
+                                Stat, Trace, VariantRow)
 
 BENCH_FILE = "bench.json"       # bench/rmsnorm.py --json output beside a results file: torch.compile times
-
-
-def _ms(x: float | None) -> str:
-    return "—" if x is None else f"{x:.4g}"
-
-
-def _num(x: float | None, spec: str) -> str:
-    return "—" if x is None else format(x, spec)
-
-
-def _bytes(x: float | None) -> str:
-    return "—" if not x else fmt_bytes(x)
-
-
-def _pct(x: float | None) -> str:
-    return _num(x, ".1f")
-
-
-def _ratio(x: float | None) -> str:
-    return "—" if x is None else f"{x:.2f}×"
-
-
-def _frac(x: float | None) -> str:
-    return "—" if x is None else f"{x:.0%}"
-
-
-def _dims(d: tuple[int, int, int] | None) -> str:
-    return "—" if d is None else "(" + ", ".join(str(v) for v in d) + ")"
-
-
-def _sort(x: Any) -> str:
-    return "" if x is None else str(x)
-
-
-def _breakable(name: str) -> str:
-    """A variant name that may wrap after its commas (<wbr> adds no text); escaped here, so Markup."""
-    return Markup(str(escape(name)).replace(",", ",<wbr>").replace("(", "<wbr>("))
-
-
-def _faster(ratio: float, what: str) -> str:
-    return f"{ratio:.2f}× faster than {what}" if ratio >= 1 else f"{1 / ratio:.2f}× slower than {what}"
 
 
 # ---------------------------------------------------------------- which ceiling a shape is presented against
@@ -80,18 +37,6 @@ def op_lead(analyses: list[ShapeAnalysis]) -> str:
     """The op's presentation where one is needed for all shapes (the sweep chart): most shapes decide."""
     leads = Counter(sa.lead for sa in analyses)
     return "compute" if leads["compute"] and leads["compute"] >= leads["memory"] else "memory"
-
-
-def _tflops(shape: dict[str, Any], ms: float | None) -> float | None:
-    return shape["flops"] / ms / 1e9 if shape.get("flops") and ms else None
-
-
-def _gbs(shape: dict[str, Any], ms: float | None) -> float | None:
-    return shape["min_bytes"] / ms / 1e6 if shape.get("min_bytes") and ms else None
-
-
-def _rate(x: float | None, unit: str) -> str:
-    return "—" if x is None else f"{x:,.0f} {unit}" if x >= 100 else f"{x:,.3g} {unit}"
 
 
 # ---------------------------------------------------------------- torch.compile from bench.json
@@ -126,7 +71,7 @@ class _Rival:
     def phrase(self) -> str:
         if self.tied:
             return f"as fast as {self.what} within noise ({self.speedup:.2f}×)"
-        return _faster(self.speedup, self.what)
+        return fmt.faster(self.speedup, self.what)
 
 
 def _rivals(shape: dict[str, Any], rec: recommend.Recommendation, bench: dict[str, Any] | None) -> list[_Rival]:
@@ -143,13 +88,13 @@ def _rivals(shape: dict[str, Any], rec: recommend.Recommendation, bench: dict[st
 def _alerts(rivals: list[_Rival], rec: recommend.Recommendation) -> list[Alert]:
     out = []
     for r in rivals:
-        times = f"{_ms(r.rival_ms)} ms against {_ms(r.ours_ms)} ms for {rec.variant['name']}"
+        times = f"{fmt.ms(r.rival_ms)} ms against {fmt.ms(r.ours_ms)} ms for {rec.variant['name']}"
         if r.beats:
             out.append(Alert("bad", f"{r.what} is faster than every Triton variant at this shape: {times}, which runs "
                                     f"at {r.speedup:.2f}× {r.what}'s speed ({r.source}). Use {r.what} here; the "
                                     "recommendation below only ranks the Triton variants among themselves.",
-                             f"{r.what} is faster than every Triton variant: {_ms(r.rival_ms)} ms against "
-                             f"{_ms(r.ours_ms)} ms ({r.speedup:.2f}×)."))
+                             f"{r.what} is faster than every Triton variant: {fmt.ms(r.rival_ms)} ms against "
+                             f"{fmt.ms(r.ours_ms)} ms ({r.speedup:.2f}×)."))
         elif r.tied and r.speedup < 1:
             out.append(Alert("warn", f"{r.what} is as fast within noise: {times} ({r.speedup:.2f}×; {r.source}).",
                              f"{r.what} is as fast within noise ({r.speedup:.2f}×)."))
@@ -261,38 +206,38 @@ def _row(va: VariantAnalysis, sa: ShapeAnalysis, base_ms: float | None, results_
     vs_best = med / rec.median_ms if med and rec else None
     place = charts.standing(vs_best, is_rec, tied, bool(rec.ties)) if vs_best else "—"
     frac, comp_frac = (va.fraction_of_copy, va.compute_fraction) if tm else (None, None)
-    tflops, gbs = _tflops(shape, med), _gbs(shape, med)
+    tflops, gbs = fmt.tflops(shape, med), fmt.gbs(shape, med)
     trace = _trace(v, results_dir, reports_dir)
     name = v["name"] + (" (baseline)" if v.get("baseline") else "")
     lead_cells = {
-        "GB/s": Cell(_rate(gbs, "GB/s").removesuffix(" GB/s"), _sort(gbs)),
-        "of copy": Cell(_frac(frac), _sort(frac)),
-        "TFLOP/s": Cell(_rate(tflops, "TFLOP/s").removesuffix(" TFLOP/s"), _sort(tflops)),
-        "of compute roofline": Cell(_frac(comp_frac), _sort(comp_frac)),
-        "DRAM %": Cell(_pct(met[analysis.DRAM]), _sort(met[analysis.DRAM])),
-        "L1/L2/DRAM (memory system) %": Cell(_pct(met[analysis.MEM]), _sort(met[analysis.MEM])),
-        "SM %": Cell(_pct(met[analysis.SM]), _sort(met[analysis.SM])),
+        "GB/s": Cell(fmt.rate(gbs, "GB/s").removesuffix(" GB/s"), fmt.sort(gbs)),
+        "of copy": Cell(fmt.frac(frac), fmt.sort(frac)),
+        "TFLOP/s": Cell(fmt.rate(tflops, "TFLOP/s").removesuffix(" TFLOP/s"), fmt.sort(tflops)),
+        "of compute roofline": Cell(fmt.frac(comp_frac), fmt.sort(comp_frac)),
+        "DRAM %": Cell(fmt.pct(met[analysis.DRAM]), fmt.sort(met[analysis.DRAM])),
+        "L1/L2/DRAM (memory system) %": Cell(fmt.pct(met[analysis.MEM]), fmt.sort(met[analysis.MEM])),
+        "SM %": Cell(fmt.pct(met[analysis.SM]), fmt.sort(met[analysis.SM])),
     }
     smem = met["launch__shared_mem_per_block"]
     cells = [
-        Cell(_breakable(name), v["name"], "l name", v.get("layout", "")),
+        Cell(fmt.breakable(name), v["name"], "l name", v.get("layout", "")),
         Cell(status, v["status"], "l", when),
-        Cell(_ms(med), _sort(med)),
-        Cell(f"{_ms(tm['p25_ms'])}–{_ms(tm['p75_ms'])}" if tm else "—", _sort(tm and tm["p75_ms"] - tm["p25_ms"]),
+        Cell(fmt.ms(med), fmt.sort(med)),
+        Cell(f"{fmt.ms(tm['p25_ms'])}–{fmt.ms(tm['p75_ms'])}" if tm else "—", fmt.sort(tm and tm["p75_ms"] - tm["p25_ms"]),
              "nw", title=f"{tm['reps']} repeats" if tm else ""),
-        Cell(place, _sort(vs_best), "nw"),
+        Cell(place, fmt.sort(vs_best), "nw"),
         *(lead_cells[c.label] for c in LEAD_COLUMNS[lead_]),
-        Cell(_ratio(vs_base), _sort(vs_base)),
-        Cell(f"{_pct(met[analysis.WARPS])} / {_pct(met[analysis.THEORETICAL])}", _sort(met[analysis.WARPS]), "nw"),
-        Cell(_pct(met[analysis.L2_HIT]), _sort(met[analysis.L2_HIT])),
-        Cell(_ratio(excess), _sort(excess), title="" if moved is None else fmt_bytes(moved)),
-        Cell(_dims(grid).replace(" ", ""), _sort(met["launch__grid_size"]), "nw"),
-        Cell(_dims(block).replace(" ", ""), _sort(met["launch__block_size"]), "nw"),
-        Cell(_num(met[analysis.WAVES], ".2f"), _sort(met[analysis.WAVES])),
-        Cell(f"{_num(met['launch__registers_per_thread'], '.0f')} / {_num(spills, 'd')}",
-             _sort(met["launch__registers_per_thread"]), "nw"),
-        Cell(_bytes(smem) if smem is not None else "—", _sort(smem), "nw", trace.shared),
-        Cell(trace.ncu_time.removesuffix(" µs"), _sort(trace.ncu_time.removesuffix(" µs").replace(",", "")
+        Cell(fmt.ratio(vs_base), fmt.sort(vs_base)),
+        Cell(f"{fmt.pct(met[analysis.WARPS])} / {fmt.pct(met[analysis.THEORETICAL])}", fmt.sort(met[analysis.WARPS]), "nw"),
+        Cell(fmt.pct(met[analysis.L2_HIT]), fmt.sort(met[analysis.L2_HIT])),
+        Cell(fmt.ratio(excess), fmt.sort(excess), title="" if moved is None else analysis.fmt_bytes(moved)),
+        Cell(fmt.dims(grid).replace(" ", ""), fmt.sort(met["launch__grid_size"]), "nw"),
+        Cell(fmt.dims(block).replace(" ", ""), fmt.sort(met["launch__block_size"]), "nw"),
+        Cell(fmt.num(met[analysis.WAVES], ".2f"), fmt.sort(met[analysis.WAVES])),
+        Cell(f"{fmt.num(met['launch__registers_per_thread'], '.0f')} / {fmt.num(spills, 'd')}",
+             fmt.sort(met["launch__registers_per_thread"]), "nw"),
+        Cell(fmt.bytes(smem) if smem is not None else "—", fmt.sort(smem), "nw", trace.shared),
+        Cell(trace.ncu_time.removesuffix(" µs"), fmt.sort(trace.ncu_time.removesuffix(" µs").replace(",", "")
                                                       if trace.ncu_time != "—" else None)),
         Cell(trace.range or "—", trace.range, "l nw", trace.kernels),
         Cell(bound.label if bound else "—", bound.kind if bound else "", "l", bound.rule if bound else ""),
@@ -303,11 +248,11 @@ def _row(va: VariantAnalysis, sa: ShapeAnalysis, base_ms: float | None, results_
     return VariantRow(
         name=v["name"], layout=v.get("layout", ""), family=v.get("stem", v["name"]), status=v["status"],
         error=v.get("error") or "", baseline=bool(v.get("baseline")), recommended=is_rec, tied=tied,
-        median_ms=_ms(med), spread_ms=cells[3].text, median_raw=med, frac_copy=_frac(frac),
-        vs_baseline=_ratio(vs_base), sm_pct=_pct(met[analysis.SM]), warps_pct=_pct(met[analysis.WARPS]),
-        dram_pct=_pct(met[analysis.DRAM]), memsys_pct=_pct(met[analysis.MEM]),
-        grid_size=_num(met["launch__grid_size"], ",.0f"), grid=_dims(grid),
-        block=_dims(block), regs=_num(met["launch__registers_per_thread"], ".0f"), spills=_num(spills, "d"),
+        median_ms=fmt.ms(med), spread_ms=cells[3].text, median_raw=med, frac_copy=fmt.frac(frac),
+        vs_baseline=fmt.ratio(vs_base), sm_pct=fmt.pct(met[analysis.SM]), warps_pct=fmt.pct(met[analysis.WARPS]),
+        dram_pct=fmt.pct(met[analysis.DRAM]), memsys_pct=fmt.pct(met[analysis.MEM]),
+        grid_size=fmt.num(met["launch__grid_size"], ",.0f"), grid=fmt.dims(grid),
+        block=fmt.dims(block), regs=fmt.num(met["launch__registers_per_thread"], ".0f"), spills=fmt.num(spills, "d"),
         bound=cells[-1].text, bound_rule=cells[-1].title, ncu_status=ncu_status or "—", standing=place, css=css,
         folded=not shown, cells=cells, trace=trace, findings=list(va.findings))
 
@@ -319,10 +264,10 @@ def _baseline_state(sa: ShapeAnalysis, rec: recommend.Recommendation) -> tuple[s
     shape = sa.shape
     if rec.speedup_vs_baseline is not None:
         base = next(v for v in sa.ranking if v["name"] == rec.baseline)
-        detail = f"{rec.baseline}: {_ms(base['timing']['median_ms'])} ms ÷ {_ms(rec.median_ms)} ms"
+        detail = f"{rec.baseline}: {fmt.ms(base['timing']['median_ms'])} ms ÷ {fmt.ms(rec.median_ms)} ms"
         if rec.variant["name"] == rec.baseline:
-            return _ratio(1.0), f"it is the baseline {rec.baseline}", detail
-        return _ratio(rec.speedup_vs_baseline), _faster(rec.speedup_vs_baseline, f"the baseline {rec.baseline}"), detail
+            return fmt.ratio(1.0), f"it is the baseline {rec.baseline}", detail
+        return fmt.ratio(rec.speedup_vs_baseline), fmt.faster(rec.speedup_vs_baseline, f"the baseline {rec.baseline}"), detail
     bases = [v for v in shape["variants"] if v.get("baseline")]
     if not bases:
         return "no baseline", "no baseline variant declared", "op.yaml names no baseline variant"
@@ -345,7 +290,7 @@ def _tie_note(rec: recommend.Recommendation, timings: dict[str, float]) -> str:
     near = [n for n in rec.ties if n not in exact]
     parts = []
     if exact:
-        parts.append(f"Tied exactly with {', '.join(exact)}: the same median, {_ms(rec.median_ms)} ms, so which of "
+        parts.append(f"Tied exactly with {', '.join(exact)}: the same median, {fmt.ms(rec.median_ms)} ms, so which of "
                      "them is named first is arbitrary.")
     if near:
         parts.append(f"Tied within noise (p25–p75 overlapping, or medians within {recommend.TIE_MARGIN:.0%}) with "
@@ -361,61 +306,61 @@ def _headline(sa: ShapeAnalysis, rivals: list[_Rival], trace: Trace) -> Headline
     mem_frac, comp_frac = va.memory_fraction, va.compute_fraction
     copy = (shape.get("copy") or {}).get("timing")
     bound = va.bound
-    med = _ms(rec.median_ms)
+    med = fmt.ms(rec.median_ms)
     timings = {x["name"]: x["timing"]["median_ms"] for x in sa.ranking}
     n_ties = len(rec.ties)
     tied_txt = f" (tied with {n_ties})" if n_ties else ""
     base_value, base_phrase, base_detail = _baseline_state(sa, rec)
     k = va.kernel
     dram = analysis.m(k, analysis.DRAM)
-    tflops, gbs = _tflops(shape, rec.median_ms), _gbs(shape, rec.median_ms)
+    tflops, gbs = fmt.tflops(shape, rec.median_ms), fmt.gbs(shape, rec.median_ms)
     by = {r.what: r for r in rivals}
     eager, comp = by.get("torch eager"), by.get("torch.compile")
 
     def rival_stat(r: _Rival | None, what: str) -> Stat:
         if r is None:
             return Stat(f"vs {what}", "—", "not measured" if what == "torch.compile" else "reference not timed")
-        detail = f"{what} {_ms(r.rival_ms)} ms ÷ {_ms(r.ours_ms)} ms" + (" (tied within noise)" if r.tied else "")
+        detail = f"{what} {fmt.ms(r.rival_ms)} ms ÷ {fmt.ms(r.ours_ms)} ms" + (" (tied within noise)" if r.tied else "")
         if what == "torch.compile":
             detail += f"; {r.source}"
-        return Stat(f"vs {what}", _ratio(r.speedup), detail, "bad" if r.beats else "")
+        return Stat(f"vs {what}", fmt.ratio(r.speedup), detail, "bad" if r.beats else "")
 
     time = Stat(f"time{tied_txt}", f"{med} ms", f"median of {tm['reps']} CUDA-event repeats, IQR "
-                                               f"{_ms(tm['p25_ms'])}–{_ms(tm['p75_ms'])} ms"
+                                               f"{fmt.ms(tm['p25_ms'])}–{fmt.ms(tm['p75_ms'])} ms"
                 + (f"; tied within noise with {n_ties} other variant{'s' if n_ties > 1 else ''}" if n_ties else ""))
-    mem_roof = Stat("memory roofline", _frac(mem_frac), f"{roof.memory_basis} = {_ms(roof.memory_ms)} ms; ÷ {med} ms"
+    mem_roof = Stat("memory roofline", fmt.frac(mem_frac), f"{roof.memory_basis} = {fmt.ms(roof.memory_ms)} ms; ÷ {med} ms"
                     if roof.memory_ms else roof.memory_basis)
-    copy_stat = Stat("of device copy", _frac(rec.fraction_of_copy),
-                     f"copy of the minimal bytes at this shape: {_ms(copy['median_ms'])} ms ÷ {med} ms" if copy
+    copy_stat = Stat("of device copy", fmt.frac(rec.fraction_of_copy),
+                     f"copy of the minimal bytes at this shape: {fmt.ms(copy['median_ms'])} ms ÷ {med} ms" if copy
                      else "copy not timed")
-    comp_roof = Stat("compute roofline", _frac(comp_frac) if comp_frac is not None else "n/a",
-                     f"{roof.compute_basis} = {_ms(roof.compute_ms)} ms; ÷ {med} ms" if roof.compute_ms
+    comp_roof = Stat("compute roofline", fmt.frac(comp_frac) if comp_frac is not None else "n/a",
+                     f"{roof.compute_basis} = {fmt.ms(roof.compute_ms)} ms; ÷ {med} ms" if roof.compute_ms
                      else roof.compute_basis.removeprefix("n/a (").removesuffix(")"))
     vs = [Stat("vs baseline", base_value, base_detail),
           rival_stat(eager, "torch eager")] + ([rival_stat(comp, "torch.compile")] if comp else [])
     if lead_ == "compute":
-        rate = Stat("TFLOP/s", _rate(tflops, ""), f"{shape['flops'] / 1e9:,.4g} GFLOP ÷ {med} ms")
+        rate = Stat("TFLOP/s", fmt.rate(tflops, ""), f"{shape['flops'] / 1e9:,.4g} GFLOP ÷ {med} ms")
         stats = [time, comp_roof, rate, *vs, mem_roof, copy_stat]
-        lead_txt = (f"{_rate(tflops, 'TFLOP/s')}, " + (f"{_frac(comp_frac)} of the compute roofline" if comp_frac
+        lead_txt = (f"{fmt.rate(tflops, 'TFLOP/s')}, " + (f"{fmt.frac(comp_frac)} of the compute roofline" if comp_frac
                                                       is not None else "compute roofline unknown"))
-        frac_lead = f"{_frac(comp_frac)} compute" if comp_frac is not None else "—"
-        throughput = _rate(tflops, "TFLOP/s")
+        frac_lead = f"{fmt.frac(comp_frac)} compute" if comp_frac is not None else "—"
+        throughput = fmt.rate(tflops, "TFLOP/s")
     else:
-        rate = Stat("GB/s", _rate(gbs, ""), (f"{fmt_bytes(shape['min_bytes'])} minimal ÷ {med} ms" if gbs else
+        rate = Stat("GB/s", fmt.rate(gbs, ""), (f"{analysis.fmt_bytes(shape['min_bytes'])} minimal ÷ {med} ms" if gbs else
                                             "no minimal bytes") + (f"; DRAM {dram:.1f} % of peak (ncu)"
                                                                    if dram is not None else ""))
         stats = [time, mem_roof, rate, copy_stat, *vs, comp_roof]
-        lead_txt = (f"{_rate(gbs, 'GB/s')}, " + (f"{_frac(mem_frac)} of the memory roofline" if mem_frac is not None
+        lead_txt = (f"{fmt.rate(gbs, 'GB/s')}, " + (f"{fmt.frac(mem_frac)} of the memory roofline" if mem_frac is not None
                                                 else "memory roofline unknown")
-                    + f" ({_frac(rec.fraction_of_copy)} of device copy"
+                    + f" ({fmt.frac(rec.fraction_of_copy)} of device copy"
                     + (f", DRAM {dram:.1f} %)" if dram is not None else ")"))
-        frac_lead = f"{_frac(mem_frac)} memory" if mem_frac is not None else "—"
-        throughput = _rate(gbs, "GB/s")
+        frac_lead = f"{fmt.frac(mem_frac)} memory" if mem_frac is not None else "—"
+        throughput = fmt.rate(gbs, "GB/s")
     fams = []
     for f, x in sa.family_best.items():
         ratio = x["timing"]["median_ms"] / rec.median_ms
         tie, is_rec = x["name"] in rec.ties, sa.is_recommended(x)
-        fams.append(FamilyRank(f, _breakable(x["name"]), _ms(x["timing"]["median_ms"]),
+        fams.append(FamilyRank(f, fmt.breakable(x["name"]), fmt.ms(x["timing"]["median_ms"]),
                                "recommended" if is_rec else charts.standing(ratio, False, tie, True),
                                "rec" if is_rec else "tie" if tie else ""))
     beaten = [r for r in rivals if r.beats]
@@ -426,13 +371,13 @@ def _headline(sa: ShapeAnalysis, rivals: list[_Rival], trace: Trace) -> Headline
              + " and ".join(r.what for r in beaten) + " is faster)")
     return Headline(
         title=title, css="beaten" if beaten else "",
-        name=v["name"], name_wrap=_breakable(v["name"]), family=v.get("stem", v["name"]),
-        layout=v.get("layout", ""), grid=_dims(rec.grid), block=_dims(rec.block),
-        cluster=_dims(rec.cluster) if rec.cluster else "", median_ms=med, spread_ms=f"{_ms(tm['p25_ms'])}–{_ms(tm['p75_ms'])}",
-        vs_baseline=base_value if rec.speedup_vs_baseline is None else _ratio(rec.speedup_vs_baseline),
-        baseline=rec.baseline or base_detail, vs_reference=_ratio(eager.speedup) if eager else "—",
-        vs_compile=_ratio(comp.speedup) if comp else "—", frac_copy=_frac(rec.fraction_of_copy),
-        frac_roofline=_frac(mem_frac), lead=lead_, throughput=throughput, frac_lead=frac_lead, summary=summary,
+        name=v["name"], name_wrap=fmt.breakable(v["name"]), family=v.get("stem", v["name"]),
+        layout=v.get("layout", ""), grid=fmt.dims(rec.grid), block=fmt.dims(rec.block),
+        cluster=fmt.dims(rec.cluster) if rec.cluster else "", median_ms=med, spread_ms=f"{fmt.ms(tm['p25_ms'])}–{fmt.ms(tm['p75_ms'])}",
+        vs_baseline=base_value if rec.speedup_vs_baseline is None else fmt.ratio(rec.speedup_vs_baseline),
+        baseline=rec.baseline or base_detail, vs_reference=fmt.ratio(eager.speedup) if eager else "—",
+        vs_compile=fmt.ratio(comp.speedup) if comp else "—", frac_copy=fmt.frac(rec.fraction_of_copy),
+        frac_roofline=fmt.frac(mem_frac), lead=lead_, throughput=throughput, frac_lead=frac_lead, summary=summary,
         tie_note=_tie_note(rec, timings),
         warning="; ".join(f"{r.what} faster ({r.speedup:.2f}×)" for r in beaten),
         stats=stats, bound=bound.label, bound_rule=bound.rule, ties=list(rec.ties), families=fams,
@@ -461,16 +406,16 @@ def shape_view(shape: dict[str, Any], env: dict[str, Any], results_dir: Path, re
     roof = analysis.roofline(shape, env)
     brow = (bench or {}).get(shape["id"])
     rivals = _rivals(shape, rec, brow) if rec else []
-    facts = [("minimal bytes", _bytes(mb)),
+    facts = [("minimal bytes", fmt.bytes(mb)),
              ("FLOPs", f"{shape['flops'] / 1e9:,.4g} GFLOP" if shape.get("flops") else "none declared"),
-             ("device copy", "—" if not copy else f"{_ms(copy['median_ms'])} ms"
+             ("device copy", "—" if not copy else f"{fmt.ms(copy['median_ms'])} ms"
               + (f" ({mb / copy['median_ms'] / 1e6:,.0f} GB/s)" if mb else "")),
-             ("torch eager", f"{_ms(ref['median_ms'])} ms" if ref else "—")]
+             ("torch eager", f"{fmt.ms(ref['median_ms'])} ms" if ref else "—")]
     if brow:
-        facts.append(("torch.compile", f"{_ms(brow['median_ms']['torch.compile'])} ms ({BENCH_FILE})"))
-    roofs = [("memory roofline", f"{_ms(roof.memory_ms)} ms = {roof.memory_basis}" if roof.memory_ms
+        facts.append(("torch.compile", f"{fmt.ms(brow['median_ms']['torch.compile'])} ms ({BENCH_FILE})"))
+    roofs = [("memory roofline", f"{fmt.ms(roof.memory_ms)} ms = {roof.memory_basis}" if roof.memory_ms
               else roof.memory_basis),
-             ("compute roofline", f"{_ms(roof.compute_ms)} ms = {roof.compute_basis}" if roof.compute_ms
+             ("compute roofline", f"{fmt.ms(roof.compute_ms)} ms = {roof.compute_basis}" if roof.compute_ms
               else roof.compute_basis)]
     facts += roofs[::-1] if lead_ == "compute" else roofs
     statuses = Counter(v["status"] for v in shape["variants"])
@@ -498,12 +443,6 @@ def shape_view(shape: dict[str, Any], env: dict[str, Any], results_dir: Path, re
         errors=list(shape.get("errors", [])))
 
 
-def replay_note(doc: dict[str, Any]) -> str:
-    env = doc["environment"]
-    return (f"Replayed data: recorded on {env.get('gpu_name', '?')} on {doc.get('created', '?')[:10]}, "
-            "not measured on this machine.")
-
-
 def _environment(doc: dict[str, Any]) -> list[tuple[str, str]]:
     env, shapes = doc["environment"], doc["shapes"]
     ncu = env.get("ncu_settings") or {}
@@ -512,15 +451,15 @@ def _environment(doc: dict[str, Any]) -> list[tuple[str, str]]:
     rates = ", ".join(f"{k} {v:,.1f} TFLOP/s" for k, v in (ceil.get("matmul_tflops") or {}).items())
     g = lambda key, d=env: "—" if d.get(key) in (None, "") else str(d[key])  # noqa: E731
     return [
-        ("GPU", g("gpu_name")), ("SMs", g("sm_count")), ("L2", _bytes(env.get("l2_bytes"))),
-        ("memory", _bytes(env.get("memory_bytes"))), ("compute capability", g("compute_capability")),
+        ("GPU", g("gpu_name")), ("SMs", g("sm_count")), ("L2", fmt.bytes(env.get("l2_bytes"))),
+        ("memory", fmt.bytes(env.get("memory_bytes"))), ("compute capability", g("compute_capability")),
         ("driver", g("driver")), ("CUDA", g("cuda")), ("ncu", f"{g('ncu_version')} ({g('ncu_path')})"),
         ("ncu replay mode", g("replay_mode", ncu)), ("ncu clock control", g("clock_control", ncu)),
         ("ncu cache control", g("cache_control", ncu)),
         ("ncu replay passes", ", ".join(f"{x['id']}: {(x.get('ncu') or {}).get('passes') or '—'}" for x in shapes)),
         ("ncu metrics", ", ".join(ncu.get("metrics") or []) or "—"),
-        ("measured copy bandwidth", f"{ceil['copy_gbs']:,.0f} GB/s (copy of {_bytes(ceil.get('copy_bytes'))}, fastest "
-         f"{_ms(copy.get('min_ms'))} ms of {copy.get('reps', '?')} repeats; median {_ms(copy.get('median_ms'))} ms)" if ceil.get("copy_gbs") else "—"),
+        ("measured copy bandwidth", f"{ceil['copy_gbs']:,.0f} GB/s (copy of {fmt.bytes(ceil.get('copy_bytes'))}, fastest "
+         f"{fmt.ms(copy.get('min_ms'))} ms of {copy.get('reps', '?')} repeats; median {fmt.ms(copy.get('median_ms'))} ms)" if ceil.get("copy_gbs") else "—"),
         ("measured matmul rate", (rates + f" (N = {ceil.get('matmul_n', '?')}, float32 precision "
                                   f"{ceil.get('float32_matmul_precision', '?')})") if rates else "—"),
         ("torch", g("torch")), ("triton", g("triton")), ("python", g("python")), ("host", g("host")),
@@ -573,7 +512,7 @@ def op_page(doc: dict[str, Any], path: Path, reports_dir: Path, replayed: bool,
     bench = bench_rows(path.parent, env)
     shapes = [shape_view(sa.shape, env, path.parent, reports_dir, c, bench, sa) for sa, c in zip(analyses, drawn)]
     return OpPage(
-        op=doc["op"], replay_note=replay_note(doc) if replayed else "", gpu=str(env.get("gpu_name", "?")),
+        op=doc["op"], replay_note=fmt.replay_note(doc) if replayed else "", gpu=str(env.get("gpu_name", "?")),
         created=str(doc.get("created", "—")), environment=_environment(doc),
         commands=[(s.id, s.ncu_command) for s in shapes if s.ncu_command],
         thresholds=[(k, f"{v:g}", d) for k, (v, d) in analysis.THRESHOLDS.items()],
@@ -596,7 +535,7 @@ def digest(paths: list[Path], replayed: bool) -> str:
     h = hashlib.sha256(f"{replayed}\n".encode())
     here = Path(__file__).parent
     code = [here / f for f in ("report.py", "viewmodel.py", "charts.py", "analysis.py", "recommend.py",
-                               "shapeanalysis.py", "compare.py")]
+                               "shapeanalysis.py", "compare.py", "comparison.py", "display.py")]
     benches = [p.parent / BENCH_FILE for p in paths if (p.parent / BENCH_FILE).is_file()]
     for f in [*paths, *benches, *code, *sorted((here / "templates").iterdir())]:
         h.update(f"{f.name}\n".encode() + f.read_bytes())
@@ -629,7 +568,7 @@ def index_entry(doc: dict[str, Any], path: Path, reports_dir: Path, replayed: bo
     bench = bench_rows(path.parent, doc["environment"])
     shapes = [shape_view(sa.shape, doc["environment"], path.parent, reports_dir, bench=bench, sa=sa)
               for sa in shapeanalysis.analyze_doc(doc)]
-    return OpPage(op=doc["op"], replay_note=replay_note(doc) if replayed else "",
+    return OpPage(op=doc["op"], replay_note=fmt.replay_note(doc) if replayed else "",
                   gpu=str(doc["environment"].get("gpu_name", "?")), created=str(doc.get("created", "—")),
                   environment=[], commands=[], thresholds=[], glossary=[],
                   results_href=_href(path.parent, reports_dir, path.name), results_name="/".join(path.parts[-4:]),
@@ -637,148 +576,6 @@ def index_entry(doc: dict[str, Any], path: Path, reports_dir: Path, replayed: bo
 
 
 # ---------------------------------------------------------------- one op across GPUs
-
-def compare_name(op: str) -> str:
-    return f"{results.slug(op)}.gpus.html"
-
-
-def compare_page(op: str, entries: list[tuple[dict[str, Any], str]], replayed: bool) -> ComparePage:
-    """Does the winning layout change between GPUs? `entries`: (results doc, its page's file name) per GPU."""
-    gpus = [str(d["environment"].get("gpu_name", "?")) for d, _ in entries]
-    ids = list(dict.fromkeys(s["id"] for d, _ in entries for s in d["shapes"]))
-    shapes, changed_ids = [], []
-    for sid in ids:
-        cells, winners, recs, analysed = [], {}, {}, []
-        for (doc, page), gpu in zip(entries, gpus):
-            shape = next((s for s in doc["shapes"] if s["id"] == sid), None)
-            sa = shapeanalysis.analyze_shape(shape, doc["environment"]) if shape else None
-            rec = sa.recommendation if sa else None
-            analysed += [sa] if sa else []
-            href = f"{page}#shape-{results.slug(sid)}"
-            if rec is None:
-                cells.append(CompareCell(gpu, Markup("not recorded" if shape is None else "no correct variant"),
-                                         "—", "—", "—", "—", "", href if shape else ""))
-                continue
-            lead_, best = sa.lead, sa.of(rec.variant)
-            mem, comp = best.memory_fraction, best.compute_fraction
-            lead_txt = (f"{_rate(_tflops(shape, rec.median_ms), 'TFLOP/s')}, {_frac(comp)} of compute roofline"
-                        if lead_ == "compute" else
-                        f"{_rate(_gbs(shape, rec.median_ms), 'GB/s')}, {_frac(mem)} of memory roofline")
-            fam = rec.variant.get("stem", rec.variant["name"])
-            winners[gpu], recs[gpu] = fam, sa
-            cells.append(CompareCell(gpu, _breakable(rec.variant["name"]), fam, _ms(rec.median_ms), lead_txt,
-                                     _ratio(rec.speedup_vs_reference),
-                                     f"tied with {len(rec.ties)}" if rec.ties else "", href))
-        fams = list(dict.fromkeys(f for sa in analysed for f in sa.family_best))
-        table = []
-        for f in fams:
-            row: list[str] = []
-            for gpu in gpus:
-                if gpu not in recs:
-                    row.append("—")
-                    continue
-                sa = recs[gpu]
-                rec = sa.recommendation
-                b = sa.family_best.get(f)
-                row.append("—" if b is None else "recommended" if sa.is_recommended(b) else charts.standing(
-                    b["timing"]["median_ms"] / rec.median_ms, False, b["name"] in rec.ties, True))
-            table.append((f, row))
-        distinct = list(dict.fromkeys(winners.values()))
-        if len(winners) < 2:
-            verdict, changed = "recorded on one GPU only: nothing to compare", False
-        elif len(distinct) == 1:
-            same_variant = len({recs[g].recommendation.variant["name"] for g in recs}) == 1
-            verdict, changed = (f"same layout family on every GPU: {distinct[0]}"
-                                + (" (the same variant)" if same_variant else " (different configs)")), False
-        else:
-            # a family that wins on one GPU and ties the winner on every other is a change within noise
-            within = all(sa.ties_winner(sa.family_best.get(f)) for f in distinct for sa in recs.values())
-            verdict = "the winning layout changes: " + ", ".join(f"{g}: {f}" for g, f in winners.items()) + (
-                " (within noise: each GPU's winning family ties the winner on the others)" if within else "")
-            changed = True
-            changed_ids.append(sid)
-        shapes.append(CompareShape(sid, verdict, changed, cells, gpus, table))
-    both = sum(1 for s in shapes if sum(c.family != "—" for c in s.cells) >= 2)
-    summary = (f"{len(changed_ids)} of the {both} shapes recorded on more than one GPU change their winning layout "
-               f"family between GPUs" + (f": {', '.join(changed_ids)}." if changed_ids else "."))
-    return ComparePage(op=op, filename=compare_name(op),
-                       replay_note=" ".join(dict.fromkeys(replay_note(d) for d, _ in entries)) if replayed else "",
-                       gpus=[Link(page, gpu, f"results written {d.get('created', '—')}")
-                             for (d, page), gpu in zip(entries, gpus)],
-                       summary=summary, shapes=shapes)
-
-
-# ---------------------------------------------------------------- against a baseline results set
-
-def diff_name(page: str) -> str:
-    return page.removesuffix(".html") + ".diff.html"
-
-
-def baseline_docs(where: Path) -> list[tuple[Path, dict[str, Any]]]:
-    """The results files of a baseline: one file, or every <gpu>/<op>/results.json under a folder."""
-    return [(f.resolve(), results.load(f)) for f in results.files_at(where)]
-
-
-def baseline_for(doc: dict[str, Any], base: list[tuple[Path, dict[str, Any]]]) -> tuple[Path, dict[str, Any]] | None:
-    """The baseline of the same op measured on the same GPU model (results.same_op_and_gpu), with its path."""
-    found = results.same_op_and_gpu(doc, [b for _, b in base])
-    return next(((p, b) for p, b in base if b is found), None)
-
-
-def diff_page(doc: dict[str, Any], path: Path, base_path: Path, base: dict[str, Any], replayed: bool,
-              filename: str) -> DiffPage:
-    env = doc["environment"]
-    shapes = []
-    for shape in doc["shapes"]:
-        old = next((s for s in base["shapes"] if s["id"] == shape["id"]), None)
-        sa = shapeanalysis.analyze_shape(shape, env)
-        rec = sa.recommendation
-        old_rec = shapeanalysis.analyze_shape(old, base["environment"]).recommendation if old else None
-        now = rec.variant["name"] if rec else "nothing (no correct variant)"
-        then = old_rec.variant["name"] if old_rec else "nothing" if old else "—"
-        recommendation = (f"recommended: {now}" + ("" if old is None else " (unchanged)" if then == now
-                                                   else f", was {then}"))
-        rows = []
-        names = list(dict.fromkeys([v["name"] for v in shape["variants"]]
-                                   + [v["name"] for v in (old or {}).get("variants", [])]))
-        for name in names:
-            v = next((x for x in shape["variants"] if x["name"] == name), None)
-            ov = next((x for x in (old or {}).get("variants", []) if x["name"] == name), None)
-            cur_t = v.get("timing") if v and v["status"] == "ok" else None
-            old_t = ov.get("timing") if ov and ov["status"] == "ok" else None
-            status = (v["status"] if v else "removed") + (
-                "" if ov is None and v is None else " (new)" if ov is None else
-                "" if v and ov["status"] == v["status"] else f" (was {ov['status']})")
-            delta, verdict, css = "—", "no timing on both sides", ""
-            if cur_t and old_t:
-                change = cur_t["median_ms"] / old_t["median_ms"] - 1
-                delta = f"{change * 100:+.1f} %"
-                kind = sa.of(v).bound.kind
-                sh = compare.compare_timings(old, old_t, shape, cur_t, kind)
-                if sh is not None:
-                    verdict, word = sh.text(), sh.verdict
-                else:
-                    word = ("same" if recommend.tied(old_t, cur_t) else "slower" if change > 0 else "faster")
-                    verdict = ("median Δ only (no stored repeats): " + (
-                        f"within noise (p25–p75 overlapping or medians within {recommend.TIE_MARGIN:.0%})"
-                        if word == "same" else f"{word}, outside the noise"))
-                css = "bad" if word == "slower" else "good" if word == "faster" else ""
-            elif v and ov and (v["status"] == "ok") != (ov["status"] == "ok"):
-                css = "bad" if ov["status"] == "ok" else "good"
-            rows.append(DiffRow(_breakable(name), _ms(old_t and old_t["median_ms"]),
-                                _ms(cur_t and cur_t["median_ms"]), delta, verdict, status, css))
-        shapes.append(DiffShape(shape["id"], recommendation, rows,
-                                "not in the baseline (a new shape)" if old is None else ""))
-    return DiffPage(op=doc["op"], gpu=str(env.get("gpu_name", "?")), filename=filename,
-                    replay_note=replay_note(doc) if replayed else "", current_name="/".join(path.parts[-4:]),
-                    baseline_name="/".join(base_path.parts[-4:]),
-                    page_href=filename.removesuffix(".diff.html") + ".html", shapes=shapes,
-                    method=("Δ is the current median over the baseline median, less one. Where both runs stored "
-                            "their repeats, the verdict is the gate's (pipeline/compare.py): a control-normalised "
-                            "Hodges–Lehmann shift with a bootstrap interval; otherwise only the medians are "
-                            f"compared, and a change within noise (p25–p75 overlapping or medians within "
-                            f"{recommend.TIE_MARGIN:.0%}) is called the same."))
-
 
 _INDEX_LINK = re.compile(r'<h2><a href="([a-z0-9._-]+\.html)">|<a class="page" href="([a-z0-9._-]+\.html)">')
 

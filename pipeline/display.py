@@ -1,0 +1,68 @@
+"""How numbers are written on the pages: one format per kind of quantity ("—" where it is unknown), so
+the op pages, the cross-GPU and the diff pages write the same value the same way."""
+from __future__ import annotations
+
+from typing import Any
+
+from markupsafe import Markup, escape
+
+from pipeline.analysis import fmt_bytes
+
+
+def ms(x: float | None) -> str:
+    return "—" if x is None else f"{x:.4g}"
+
+
+def num(x: float | None, spec: str) -> str:
+    return "—" if x is None else format(x, spec)
+
+
+def bytes(x: float | None) -> str:
+    return "—" if not x else fmt_bytes(x)
+
+
+def pct(x: float | None) -> str:
+    return num(x, ".1f")
+
+
+def ratio(x: float | None) -> str:
+    return "—" if x is None else f"{x:.2f}×"
+
+
+def frac(x: float | None) -> str:
+    return "—" if x is None else f"{x:.0%}"
+
+
+def dims(d: tuple[int, int, int] | None) -> str:
+    return "—" if d is None else "(" + ", ".join(str(v) for v in d) + ")"
+
+
+def sort(x: Any) -> str:
+    return "" if x is None else str(x)
+
+
+def breakable(name: str) -> str:
+    """A variant name that may wrap after its commas (<wbr> adds no text); escaped here, so Markup."""
+    return Markup(str(escape(name)).replace(",", ",<wbr>").replace("(", "<wbr>("))
+
+
+def faster(ratio: float, what: str) -> str:
+    return f"{ratio:.2f}× faster than {what}" if ratio >= 1 else f"{1 / ratio:.2f}× slower than {what}"
+
+
+def tflops(shape: dict[str, Any], ms: float | None) -> float | None:
+    return shape["flops"] / ms / 1e9 if shape.get("flops") and ms else None
+
+
+def gbs(shape: dict[str, Any], ms: float | None) -> float | None:
+    return shape["min_bytes"] / ms / 1e6 if shape.get("min_bytes") and ms else None
+
+
+def rate(x: float | None, unit: str) -> str:
+    return "—" if x is None else f"{x:,.0f} {unit}" if x >= 100 else f"{x:,.3g} {unit}"
+
+
+def replay_note(doc: dict[str, Any]) -> str:
+    env = doc["environment"]
+    return (f"Replayed data: recorded on {env.get('gpu_name', '?')} on {doc.get('created', '?')[:10]}, "
+            "not measured on this machine.")
