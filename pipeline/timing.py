@@ -186,8 +186,7 @@ def recheck(models: dict[str, Any], inputs: list[Any], ref_mod: ModuleType, ref_
     stream) is caught where it was timed."""
     from pipeline.build import kernel_trace
     from pipeline.config import Tolerance
-    half = shape["dtype"] != "float32"
-    ref_out = ref_model(*(verify.upcast(inputs) if half else inputs))
+    ref_out = verify.reference_output(ref_model, inputs, shape["dtype"])
     tol = Tolerance(**shape["tolerance"])
     after = {}
     for name, model in models.items():

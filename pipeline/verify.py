@@ -42,8 +42,11 @@ def make_inputs(ref: ModuleType, dtype: str, seed: int, device: str, wide: float
     return out
 
 
-def upcast(inputs: list[Any]) -> list[Any]:
-    return [t.float() if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in inputs]
+def reference_output(ref_model: Any, inputs: list[Any], dtype: str) -> Any:
+    """The reference's output for `inputs`, run in float32 when they are half precision (see the module doc)."""
+    if dtype != "float32":
+        inputs = [t.float() if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in inputs]
+    return ref_model(*inputs)
 
 
 class OutputGuard(TorchDispatchMode):
@@ -247,8 +250,7 @@ class Seeds:
         key = (seed, wide)
         if key in self.refs:
             return inputs, self.refs[key]
-        half = self.shape["dtype"] != "float32"
-        ref_out = self.ref_model(*(upcast(inputs) if half else inputs))
+        ref_out = reference_output(self.ref_model, inputs, self.shape["dtype"])
         held = sum(r.numel() * r.element_size() for r in self.refs.values())
         if isinstance(ref_out, torch.Tensor) and held + ref_out.numel() * ref_out.element_size() <= self.budget:
             self.refs[key] = ref_out
