@@ -3,6 +3,18 @@
 The project root is the folder of the config file (`--config`, default ./pipeline.yaml), or the working
 directory where there is none; kernels_dir, profiles_dir and reports_dir resolve against it. Paths given as
 flags resolve against the working directory. Errors go to stderr; SIGTERM and SIGHUP stop a run as Ctrl-C does.
+
+Commands (each a cmd_* function here; the module named does the work):
+  profile      verify, time and ncu-profile every variant, then render (pipeline.profiling, pipeline.report)
+  report       re-render HTML from stored results, diff pages with --baseline (pipeline.report)
+  export       a variant's stored ncu metrics, or every variant x shape as CSV/JSON (pipeline.export, pipeline.flat)
+  prompt       an LLM optimisation-stage prompt from stored results (pipeline.export)
+  add-variant  check a candidate file and place it in kernels/<op>/ (pipeline.ingest)
+  new-op       set up kernels/<NAME>/ from a KernelBench problem file (pipeline.newop)
+  list         ops, shapes and variants found (pipeline.ops)
+  gate         judge stored results against targets: exit 0 met, 1 missed, 2 cannot judge (pipeline.gate_output)
+  optimize     propose, verify and time candidates stage by stage (pipeline.optimize)
+  config       every config key as a table (pipeline.config)
 """
 from __future__ import annotations
 
@@ -261,7 +273,9 @@ def _seconds(text: str) -> float:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # the subcommands list themselves below: the description stops before the docstring's list of them
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\nCommands")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="the project's config file; its folder is the project root (default: "
                                     "./pipeline.yaml if present, else defaults with the working directory as root)")
     p.add_argument("--version", action="version", version=f"%(prog)s {version()}")

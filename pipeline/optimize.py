@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 from rich.markup import escape
 
-from pipeline import ingest, profiling, recommend, results, search, shapeanalysis, supervise
+from pipeline import host, ingest, profiling, recommend, results, search, shapeanalysis, supervise
 from pipeline import ops as ops_mod
 from pipeline.config import Config, read_text
 from pipeline.errors import ConfigError, NoGpuError, PipelineError, ResultsError, SelectionError
@@ -664,11 +664,11 @@ def command(args: argparse.Namespace, root: Path, cfg: Config, say: Say) -> int:
     (op,) = ops_mod.discover(cfg, root, [opts.op])
     tuning, holdout = _split_shapes(op, opts)
     if opts.device == "cuda":
-        present, why = profiling.gpu_present()
+        present, why = host.gpu_present()
         if not present:
             raise NoGpuError(f"optimize --device cuda needs an NVIDIA GPU ({why}); --device cpu runs the loop under "
                              "the Triton interpreter on timings only")
-    gpu = profiling.host_facts(opts.device, "")["gpu_name"]
+    gpu = host.key_facts(opts.device, "")["gpu_name"]
     profiles = Path(cfg.profiles_dir)
     base = profiles / results.slug(gpu) / results.slug(op.name) / "optimize"
     signature = {"op": op.name, "device": opts.device, "proposer": opts.proposer, "command": opts.command,

@@ -4,9 +4,10 @@ Data flows one way: ops → worker (verify, time) → ncu → metrics → result
 carries a cache key (variant_key); a rerun measures only variants whose key changed, re-timing the shape's
 fastest and baseline variants beside them so the comparisons it reports come from one run. Each shape's
 record is written atomically as soon as its op is complete, so an interrupted run keeps finished ops.
-Measuring is pipeline.measure, what may be skipped is pipeline.cache; this module profiles under ncu,
-assembles the records, and plans the run over lanes: a Lane is one GPU's share, run by the backend that
-shard.backend names (threads here, or Ray actors anywhere), every op × shape once per GPU model.
+Measuring is pipeline.measure, the ncu pass pipeline.ncupass, what may be skipped pipeline.cache, the host's
+GPUs and tools pipeline.host; this module assembles the records and plans the run over lanes: a Lane is one
+GPU's share, run by the backend that shard.backend names (threads here, or Ray actors anywhere), every
+op × shape once per GPU model.
 """
 from __future__ import annotations
 
@@ -14,8 +15,6 @@ import collections
 import dataclasses
 import datetime as dt
 import functools
-import hashlib
-import importlib.metadata
 import json
 import math
 import os
@@ -23,155 +22,19 @@ import platform
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rich.markup import escape
 
-from pipeline import evidence, metrics, ncu, results, shard
-from pipeline.cache import NCU_FINAL, ShapeWork, plan_shape, prune, shape_key, variant_key
+from pipeline import evidence, host, ncupass, results, shard
+from pipeline.cache import ShapeWork, plan_shape, prune, shape_key, variant_key
 from pipeline.config import Config, NcuConfig, Shape
 from pipeline.errors import ConfigError, NoGpuError, ResultsError, SelectionError
-from pipeline.measure import Quiet, Say, Tracker, variant_job, measure_ceilings, measure_op
-from pipeline.ops import Op, Variant
-from pipeline.supervise import PACKAGE, Worker, child_env, kill_all, read_events, track
-
-
-def gpu_present() -> tuple[bool, str]:
-    """(present, why) without importing torch: nvidia-smi must list at least one GPU."""
-    smi = shutil.which("nvidia-smi")
-    if not smi:
-        return False, "nvidia-smi not found"
-    try:
-        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return False, f"nvidia-smi failed: {exc}"
-    if out.returncode != 0 or "GPU" not in out.stdout:
-        return False, f"nvidia-smi lists no GPU ({(out.stderr or out.stdout).strip()[:200]})"
-    return True, out.stdout.strip().splitlines()[0]
-
-
-def host_facts(device: str, ncu_path: str) -> dict[str, Any]:
-    """What the cache key needs, read without importing torch: GPU, driver, ncu and library versions."""
-    facts: dict[str, Any] = {"device": device, "ncu_version": ncu.version(ncu_path) if ncu_path else None}
-    for pkg in ("torch", "triton"):
-        try:
-            facts[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            facts[pkg] = None
-    if device == "cpu":
-        facts.update(gpu_name="cpu (Triton interpreter)", driver=None)
-        return facts
-    index = (os.environ.get("CUDA_VISIBLE_DEVICES") or "0").split(",")[0]
-    out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,uuid", "--format=csv,noheader", "-i", index],
-                         capture_output=True, text=True, timeout=60)
-    # the UUID keys results to one card: two cards of a model differ in clocks and memory
-    name, driver, uuid = [x.strip() for x in (out.stdout.strip().splitlines() or ["unknown, unknown, unknown"])[0]
-                          .split(",")]
-    facts.update(gpu_name=name, driver=driver, gpu_uuid=uuid)
-    return facts
-
-
-def _only_available(op: Op, bases: set[str], say: Say) -> Op:
-    kept, skipped = ncu.available(bases, op.config.ncu.metrics)
-    if skipped:
-        say(f"[yellow]{op.name}: this GPU does not report {', '.join(skipped)}: skipped[/]")
-    cfg = dataclasses.replace(op.config, ncu=dataclasses.replace(op.config.ncu, metrics=kept))
-    return dataclasses.replace(op, config=cfg, skipped_metrics=skipped)
-
-
-def _selected(w: ShapeWork, select: str) -> list[tuple[int, Variant]]:
-    """Variants ncu profiles now: with `family-best`, the fastest correct config of each layout family
-    (cached ones count, so a family's best is profiled once); with `all`, every correct one."""
-    records = {**w.cached, **w.done}
-    timing = w.timing or {}
-
-    def median(name: str) -> float | None:
-        t = timing.get(name) or (w.cached.get(name) or {}).get("timing")
-        return t["median_ms"] if t else None
-
-    ok = [(i, v) for i, v in enumerate(w.op.variants)
-          if records.get(v.name, {}).get("status") == "ok" and median(v.name) is not None]
-    if select == "family-best":
-        best: dict[str, tuple[int, Variant]] = {}
-        for i, v in ok:
-            if v.stem not in best or median(v.name) < median(best[v.stem][1].name):
-                best[v.stem] = (i, v)
-        # a baseline named as one config (not a whole file) is profiled even when its family has a faster one
-        baseline = [(i, v) for i, v in ok if v.name == w.op.config.op.baseline]
-        ok = sorted({v.name: (i, v) for i, v in [*best.values(), *baseline]}.values(), key=lambda iv: iv[0])
-    # a cached variant keeps a profile that stands; everything else selected is profiled in this run
-    return [(i, v) for i, v in ok
-            if v.name in w.done or (w.cached[v.name].get("ncu") or {}).get("status") not in NCU_FINAL]
-
-
-def profile_op(op: Op, works: list[ShapeWork], picks: dict[str, list[tuple[int, Variant]]], ncu_path: str,
-               out_dir: Path, stamp: str, workdir: Path, device: str, tracker: Tracker,
-               gpu: str | None = None,
-               track_proc: Callable[[subprocess.Popen, bool], None] = track) -> dict[str, Any]:
-    """One ncu process over the picked variants of every shape; returns the run's ncu record with the
-    kernels of each NVTX range."""
-    shapes = [w for w in works if picks.get(w.id)]
-    events = workdir / "events-ncu.jsonl"
-    job_file = workdir / "job-ncu.json"
-    job_file.write_text(json.dumps({
-        "mode": "ncu", "op": op.name, "reference": str(op.reference), "device": device,
-        "seeds": op.config.verify.seeds, "events": str(events),
-        "shapes": [{"id": w.id, "index": w.index, "params": w.shape.params, "dtype": w.shape.dtype,
-                    "variants": [variant_job(i, v) for i, v in picks[w.id]]} for w in shapes]}))
-    launched = [w.done.get(v.name, w.cached.get(v.name, {})).get("launched") for w in shapes for _, v in picks[w.id]]
-    guard = sorted({ncu.function_name(n) for names in launched for n in names or []}) if all(launched) else []
-    rep, log = out_dir / f"{stamp}.ncu-rep", out_dir / f"{stamp}.ncu.log"
-    tmp_rep = rep.with_name(f".{rep.name}")   # ncu writes here; renamed into place when complete
-    cmd = ncu.command(ncu_path, op.config.ncu, tmp_rep, guard, [sys.executable, "-m", "pipeline.worker", str(job_file)])
-    tracker.doing(f"{op.name}: ncu over {sum(len(picks[w.id]) for w in shapes)} variants of {len(shapes)} shape(s)")
-    t0 = time.time()
-    rc, found = ncu.run(cmd, log, op.config.ncu.timeout_s, child_env(gpu), track_proc)
-    record: dict[str, Any] = {
-        "command": cmd, "report": rep.name, "log": log.name, "exit_code": rc, "wall_s": round(time.time() - t0, 2),
-        "errors": found.errors, "warnings": found.warnings, "kernel_guard": bool(guard), "by_range": {}}
-    if rc is None:
-        record.update(status="timeout", message=f"ncu killed after {op.config.ncu.timeout_s:.0f} s")
-    elif found.permission:
-        record.update(status="permission-denied", message=ncu.PERMISSION_FIX)
-    elif found.no_kernels:
-        record.update(status="no-kernels", message="ncu: No kernels were profiled (see log)")
-    elif not tmp_rep.exists():
-        record.update(status="failed", message=(found.errors or [f"ncu exited {rc}, no report"])[0])
-    else:
-        os.replace(tmp_rep, rep)
-        read = metrics.read_report_isolated(rep, op.config.ncu.metrics, ncu.install_dir(ncu_path))
-        record.update(status="ok", by_range=read["by_range"], unattributed=read["unattributed"])
-        passes = [k["metrics"].get("profiler__replayer_passes", {}).get("value")
-                  for ks in read["by_range"].values() for k in ks]
-        record["passes"] = max([p for p in passes if p is not None], default=None)
-    if record["status"] != "ok":
-        record["report"] = None
-    record["worker_events"] = [e for e in read_events(events, 0)[0] if e["event"] == "variant"]
-    tracker.done()
-    return record
-
-
-def _profile_of(i: int, v: Variant, w: ShapeWork, measured: dict[str, Any], prof: dict[str, Any]) -> dict[str, Any]:
-    kernels = prof["by_range"].get(ncu.range_name(w.index, i), [])
-    expected = len(measured["launched"]) if "launched" in measured else None
-    failed = next((e["result"] for e in prof.get("worker_events", [])
-                   if e.get("shape") == w.id and e["result"]["name"] == v.name), None)
-    if prof["status"] != "ok":
-        status, error = prof["status"], prof.get("message", "")
-    elif failed:
-        status, error = "profile-error", failed.get("error", "")
-    elif not kernels:
-        status, error = "no-kernels", f"no kernel profiled in NVTX range {ncu.range_name(w.index, i)}"
-    elif expected is not None and len(kernels) != expected:
-        status, error = "count-mismatch", f"{len(kernels)} kernels profiled, {expected} launched outside ncu"
-    else:
-        status, error = "ok", ""
-    return {"status": status, "error": error, "expected_kernels": expected, "kernels": kernels,
-            "report": prof.get("report"), "range": ncu.range_name(w.index, i)}
+from pipeline.measure import Quiet, Say, Tracker, measure_ceilings, measure_op
+from pipeline.ops import Op
+from pipeline.supervise import Worker, kill_all, track
 
 
 def assemble(w: ShapeWork, prof: dict[str, Any] | None, picked: set[str], select: str,
@@ -186,7 +49,7 @@ def assemble(w: ShapeWork, prof: dict[str, Any] | None, picked: set[str], select
             if v.name in timing:               # a control, re-timed beside the variants measured now
                 rec.update(timing=timing[v.name], retimed_at=now)
             if v.name in picked and prof is not None:
-                rec["ncu"] = _profile_of(i, v, w, rec, prof)
+                rec["ncu"] = ncupass.profile_of(i, v, w, rec, prof)
             variants.append(rec)
             continue
         measured = w.done.get(v.name) or {"name": v.name, "status": "worker-error", "error": "not measured"}
@@ -205,7 +68,7 @@ def assemble(w: ShapeWork, prof: dict[str, Any] | None, picked: set[str], select
         elif prof is None:
             rec["ncu"] = {"status": "skipped", "kernels": []}
         elif v.name in picked:
-            rec["ncu"] = _profile_of(i, v, w, measured, prof)
+            rec["ncu"] = ncupass.profile_of(i, v, w, measured, prof)
         else:
             rec["ncu"] = {"status": "not-selected", "kernels": [],
                           "error": f"not the fastest config of its layout family (ncu.select: {select})"}
@@ -236,44 +99,6 @@ def assemble(w: ShapeWork, prof: dict[str, Any] | None, picked: set[str], select
         "precompile": {**w.compiled, "ahead": w.ahead} if w.compiled and w.ahead else w.compiled,
         "variants": variants,
     }
-
-
-def profile_op_shapes(op: Op, works: list[ShapeWork], out_dir: Path, ncu_path: str, device: str, say: Say,
-                      tracker: Tracker, stamp: str, worker: LaneWorker,
-                      upcoming: list[ShapeWork] | None = None,
-                      where: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Measure the given shapes of one op on `worker`, then profile them; returns their records, in order, with
-    the report and logs they name written to `out_dir`. `upcoming`: the shapes of the op the lane measures
-    next, compiled ahead while ncu runs. `where`: the lane's host and node, recorded where the worker's own
-    facts do not say (measured_on)."""
-    gpu = worker.gpu
-    for j, w in enumerate(works):
-        w.index = j
-    with tempfile.TemporaryDirectory(prefix="pipeline-") as tmp:
-        workdir = Path(tmp)
-        wlog = workdir / "worker.log"
-        measure_op(op, works, workdir, wlog, device, say, tracker, worker, upcoming)
-        for w in works:
-            w.env = {**(where or {}), **(w.env or {})}
-        worker_log = f"{stamp}.worker.log"
-        shutil.copyfile(wlog, out_dir / worker_log)
-        select = op.config.ncu.select
-        picks = {w.id: _selected(w, select) for w in works} if device == "cuda" else {}
-        prof = None
-        if any(picks.values()):
-            n = sum(len(p) for p in picks.values())
-            say(f"[bold]{escape(op.name)}[/]: ncu over {n} variant(s) of {sum(1 for p in picks.values() if p)} "
-                f"shape(s) (ncu.select: {select})")
-            prof = profile_op(op, works, picks, ncu_path, out_dir, stamp, workdir, device, tracker, gpu, worker.track)
-            if prof["status"] != "ok":
-                say(f"  [red]ncu {prof['status']}[/]: {escape(prof.get('message', ''))}")
-            share = prof["wall_s"] / max(1, n)      # one process for all shapes: split by variants profiled
-            for w in works:
-                w.wall["ncu"] = share * len(picks.get(w.id, []))
-        else:
-            tracker.done()
-    return [assemble(w, prof if picks.get(w.id) else None, {v.name for _, v in picks.get(w.id, [])}, select,
-                     worker_log) for w in works]
 
 
 class Stopped(Exception):
@@ -349,18 +174,18 @@ class Lane:
 
     def facts(self, ncu_cfg: NcuConfig) -> dict[str, Any]:
         """This lane's GPU (gpu_name is its model), tools and place; NoGpuError or ToolError before any work.
-        `key` holds exactly the facts that key cached results (host_facts)."""
+        `key` holds exactly the facts that key cached results (host.key_facts)."""
         bases: list[str] = []
         if self.device == "cuda":
-            present, why = gpu_present()
+            present, why = host.gpu_present()
             if not present:
                 raise NoGpuError(why)
-            self.ncu_path, bases = _ncu_here(ncu_cfg.path)
-        key = host_facts(self.device, self.ncu_path)
+            self.ncu_path, bases = host.ncu_here(ncu_cfg.path)
+        key = host.key_facts(self.device, self.ncu_path)
         gpu = self.worker.gpu or os.environ.get("CUDA_VISIBLE_DEVICES") or ""
         return {"gpu_name": key["gpu_name"], "key": key, "ncu_path": self.ncu_path, "bases": list(bases),
-                "memory_bytes": _gpu_memory(gpu) if self.device == "cuda" else None, "gpu": gpu,
-                "package": package_digest(), **self.where}
+                "memory_bytes": host.gpu_memory(gpu) if self.device == "cuda" else None, "gpu": gpu,
+                "package": host.package_digest(), **self.where}
 
     def ceilings(self, cfg: Config) -> dict[str, Any] | None:
         return measure_ceilings(cfg, self.device, self.say, self.worker)
@@ -375,10 +200,30 @@ class Lane:
         self.ran[op.name] = n = self.ran.get(op.name, 0) + 1
         tag = "-".join(p for p in (stamp, self.name, str(n) if n > 1 else "") if p)
         with tempfile.TemporaryDirectory(prefix="pipeline-out-") as out:
-            records = profile_op_shapes(op, works, Path(out), self.ncu_path, self.device, self.say, self.tracker, tag,
-                                        self.worker, ahead, self.where)
+            records = self._measure_and_profile(op, works, Path(out), tag, ahead)
             files = {f.name: f.read_bytes() for f in Path(out).iterdir() if f.is_file() and not f.name.startswith(".")}
         return self._unmirrored(OpResult(op.name, records, [w.env for w in works], files))
+
+    def _measure_and_profile(self, op: Op, works: list[ShapeWork], out_dir: Path, stamp: str,
+                             upcoming: list[ShapeWork]) -> list[dict[str, Any]]:
+        """Measure the given shapes of one op on this lane's worker, then profile them; returns their records, in
+        order, with the report and logs they name written to `out_dir`. `upcoming`: the shapes of the op the lane
+        measures next, compiled ahead while ncu runs."""
+        for j, w in enumerate(works):
+            w.index = j
+        with tempfile.TemporaryDirectory(prefix="pipeline-") as tmp:
+            r = ncupass.OpRun(op, works, self.device, self.ncu_path, out_dir, stamp, Path(tmp), self.say, self.tracker,
+                              self.worker.gpu, self.worker.track)
+            wlog = r.workdir / "worker.log"
+            measure_op(r.op, r.works, r.workdir, wlog, r.device, r.say, r.tracker, self.worker, upcoming)
+            for w in works:
+                # the lane's host and node, where the worker's own facts do not say (measured_on)
+                w.env = {**self.where, **(w.env or {})}
+            worker_log = f"{stamp}.worker.log"
+            shutil.copyfile(wlog, out_dir / worker_log)
+            picks, prof = ncupass.run(r)
+        return [assemble(w, prof if picks.get(w.id) else None, {v.name for _, v in picks.get(w.id, [])},
+                         op.config.ncu.select, worker_log) for w in works]
 
     def _local(self, jobs: list[Job]) -> list[ShapeWork]:
         """The jobs' shapes, pointing at files this lane can read."""
@@ -425,36 +270,24 @@ class Lane:
                 shutil.rmtree(self.mirror, ignore_errors=True)
 
 
-@functools.lru_cache(maxsize=None)
-def _ncu_here(path: str) -> tuple[str, tuple[str, ...]]:
-    """ncu on this machine and the metric bases its GPUs report: found once per process, for all its lanes."""
-    found = ncu.locate(NcuConfig(path=path))
-    return found, tuple(sorted(ncu.query_bases(found)))
-
-
-def _gpu_memory(gpu: str) -> int | None:
-    index = (gpu or "0").split(",")[0]
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits", "-i", index],
-                             capture_output=True, text=True, timeout=60).stdout
-        return int(float(out.split()[0])) * 2**20
-    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
-        return None
-
-
-@functools.lru_cache(maxsize=None)
-def package_digest() -> str:
-    """Hash of this pipeline package's code: every lane of a run, on any machine, must run the very same."""
-    h = hashlib.sha256()
-    for p in sorted(PACKAGE.rglob("*.py")):
-        h.update(p.relative_to(PACKAGE).as_posix().encode() + b"\0" + p.read_bytes())
-    return h.hexdigest()
-
-
 # measured_on: which GPU measured a shape; all but host are left out of the results file's environment
 PER_GPU = ("gpu_uuid", "cuda_visible_devices", "host", "node_id")
 LANE_ONLY = ("gpu_uuid", "cuda_visible_devices", "node_id")
 STACK = ("driver", "torch", "triton", "ncu_version")      # what lanes of one GPU model must agree on
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """What one `profile` run was asked for, as its planning and the writing of its results read it."""
+    ops: list[Op]
+    cfg: Config
+    shape_filter: list[str] | None      # shape ids to run; None: every shape of the suite
+    suite: str | None
+    force: bool                         # re-measure what the cache would skip
+    device: str                         # cuda, or cpu (the Triton interpreter)
+    say: Say
+    tracker: Tracker
+    root: Path                          # the project root: profiles_dir and results' file names are under it
 
 
 def run(ops: list[Op], cfg: Config, shape_filter: list[str] | None, require_gpu: bool, say: Say,
@@ -497,7 +330,7 @@ def run(ops: list[Op], cfg: Config, shape_filter: list[str] | None, require_gpu:
             raise SelectionError(f"no GPU of model '{gpu_model}' (--gpu-model) among the lanes; models: "
                                  + ", ".join(f"{m} ({n} GPU(s); --gpu-model {results.slug(m)})"
                                              for m, n in sorted(models.items())))
-        return _run_lanes(ops, cfg, shape_filter, say, device, suite, force, lanes, infos, tracker, root)
+        return _run_lanes(Request(ops, cfg, shape_filter, suite, force, device, say, tracker, root), lanes, infos)
     except BaseException:
         kill_all()      # an interrupt or a failure: end every worker and ncu now, not after their jobs
         raise
@@ -509,9 +342,9 @@ def _stand_in(model: str, group: list[shard.LaneInfo]) -> shard.LaneInfo:
     """The lane whose facts key a model's results: the lowest GPU UUID, so that a rerun keys them alike. Lanes
     of one model must run this very pipeline and one software stack."""
     for i in group:
-        if i.facts.get("package") != package_digest():
+        if i.facts.get("package") != host.package_digest():
             raise ConfigError(f"{i.label or i.name} ({i.facts.get('host')}) runs other pipeline code than this "
-                              f"machine ({PACKAGE}); install this checkout on every node")
+                              f"machine ({host.PACKAGE}); install this checkout on every node")
     stacks: dict[tuple, list[str]] = {}
     for i in group:
         stacks.setdefault(tuple(i.facts["key"].get(k) for k in STACK), []).append(i.label or i.name)
@@ -585,10 +418,8 @@ def _lost(batch: list[shard.Item], reason: str) -> OpResult:
     return OpResult(batch[0].key[0], records, [None] * len(records), {})
 
 
-def _run_lanes(ops: list[Op], cfg: Config, shape_filter: list[str] | None, say: Say, device: str,
-               suite: str | None, force: bool, lanes: shard.Backend, infos: list[shard.LaneInfo],
-               tracker: Tracker, root: Path) -> list[Path]:
-    profiles = root / cfg.profiles_dir
+def _run_lanes(req: Request, lanes: shard.Backend, infos: list[shard.LaneInfo]) -> list[Path]:
+    profiles = req.root / req.cfg.profiles_dir
     docs: dict[tuple[str, str], tuple[Path, dict[str, Any]]] = {}
     plan: dict[str, list[shard.Item]] = {}
     shipped: dict[str, dict[str, bytes]] = {}
@@ -601,29 +432,29 @@ def _run_lanes(ops: list[Op], cfg: Config, shape_filter: list[str] | None, say: 
         memory = min((i.facts.get("memory_bytes") or 0 for i in group), default=0) or None
         pending: list[shard.Item] = []
         ceilings: list[dict[str, Any] | None] = []    # measured at most once per model, shared by its ops' files
-        for op in ops:
-            if device == "cuda":
-                op = _only_available(op, set(lead.facts["bases"]), say)
-            listed = op.config.op.shape_list(suite) or ([] if suite else [Shape()])
+        for op in req.ops:
+            if req.device == "cuda":
+                op = ncupass.only_available(op, set(lead.facts["bases"]), req.say)
+            listed = op.config.op.shape_list(req.suite) or ([] if req.suite else [Shape()])
             path = results.path_for(profiles, facts["gpu_name"], op.name)
             doc = results.load(path) if path.exists() else results.new(op.name, {})
             docs[(model, op.name)] = (path, doc)
             stored = {s["id"]: s for s in doc["shapes"]}
             sizes = _known_min_bytes(profiles, op.name) if memory else {}
-            for shape in (s for s in listed if not shape_filter or s.id in shape_filter):
+            for shape in (s for s in listed if not req.shape_filter or s.id in req.shape_filter):
                 key = shape_key(op, shape, facts)
-                work = plan_shape(op, shape, stored.get(shape.id), key, force)
-                work.root = root
+                work = plan_shape(op, shape, stored.get(shape.id), key, req.force)
+                work.root = req.root
                 if not work.measure:
-                    say(f"[bold]{escape(op.name)}[/] {escape(shape.id)}: unchanged since "
+                    req.say(f"[bold]{escape(op.name)}[/] {escape(shape.id)}: unchanged since "
                         f"{stored[shape.id].get('measured_at')}, cached (--force re-measures)")
                     continue
                 why = too_big(sizes.get(json.dumps([shape.id, shape.params, shape.dtype], sort_keys=True)), memory)
                 if why:
-                    say(f"[yellow]{escape(op.name)} {escape(shape.id)}: skipped on {escape(model)}: {why}[/]")
+                    req.say(f"[yellow]{escape(op.name)} {escape(shape.id)}: skipped on {escape(model)}: {why}[/]")
                     continue
                 if work.cached:
-                    say(f"[bold]{escape(op.name)}[/] {escape(shape.id)}: {len(work.measure)} variant(s) changed, "
+                    req.say(f"[bold]{escape(op.name)}[/] {escape(shape.id)}: {len(work.measure)} variant(s) changed, "
                         f"{len(work.cached)} cached; re-timing {', '.join(v.name for _, v in work.controls) or 'none'} "
                         "beside them")
                 cost = ((stored.get(shape.id) or {}).get("wall_s") or {}).get("total") or 60.0
@@ -636,7 +467,7 @@ def _run_lanes(ops: list[Op], cfg: Config, shape_filter: list[str] | None, say: 
                 if (env.get("gpu_name"), env.get("driver")) != (facts["gpu_name"], facts["driver"]) \
                         or not env.get("ceilings"):
                     if not ceilings:
-                        ceilings.append(lanes.call(lead.name, Lane.ceilings, cfg))
+                        ceilings.append(lanes.call(lead.name, Lane.ceilings, req.cfg))
                     env.clear()
                     env.update(gpu_name=facts["gpu_name"], driver=facts["driver"], ceilings=ceilings[0])
                 env.update(ncu_path=lead.facts["ncu_path"], ncu_version=facts["ncu_version"],
@@ -646,11 +477,11 @@ def _run_lanes(ops: list[Op], cfg: Config, shape_filter: list[str] | None, say: 
                                          "cache_control": op.config.ncu.cache_control, "select": op.config.ncu.select,
                                          "metrics": op.config.ncu.metrics})
         if pending and len(infos) > 1:
-            say(f"{len(pending)} shape(s) over {len(group)} GPUs" + (f" of {model}" if len(models) > 1 else "")
+            req.say(f"{len(pending)} shape(s) over {len(group)} GPUs" + (f" of {model}" if len(models) > 1 else "")
                 + f": {', '.join(i.label.removeprefix('gpu ') for i in group)}")
         if pending:
             plan.update(shard.plan(pending, [i.name for i in group]))
-    tracker.add(sum(len(it.payload.work.measure) + 1 for items in plan.values() for it in items)
+    req.tracker.add(sum(len(it.payload.work.measure) + 1 for items in plan.values() for it in items)
                 + sum(len(shard.batches(items)) for items in plan.values()))
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
 
@@ -659,7 +490,7 @@ def _run_lanes(ops: list[Op], cfg: Config, shape_filter: list[str] | None, say: 
         each replaced whole; lanes finish shapes of one op in any order, and only this thread writes."""
         path, doc = docs[(batch[0].payload.model, batch[0].key[0])]
         if isinstance(result, shard.Lost):
-            say(f"  [red]✗[/] {escape(batch[0].key[0])} {', '.join(escape(it.key[1]) for it in batch)}: "
+            req.say(f"  [red]✗[/] {escape(batch[0].key[0])} {', '.join(escape(it.key[1]) for it in batch)}: "
                 f"{escape(result.reason)}")
             result = _lost(batch, result.reason)
         for name, data in result.files.items():

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import importlib
 import math
-import os
 import queue
-import shutil
-import subprocess
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from pipeline.errors import ConfigError
+from pipeline.host import visible_gpus
 
 
 @dataclass(frozen=True)
@@ -90,22 +88,6 @@ def backend(name: str, options: Options) -> Backend:
         raise ConfigError(f"unknown backend '{name}'; backends: {', '.join(BACKENDS)}")
     module, cls = BACKENDS[name].split(":")
     return getattr(importlib.import_module(module), cls)(options)
-
-
-def visible_gpus() -> list[str]:
-    """GPU ids a lane can be pinned to: CUDA_VISIBLE_DEVICES when set, else every GPU nvidia-smi lists."""
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if env is not None:
-        return [d.strip() for d in env.split(",") if d.strip()]
-    smi = shutil.which("nvidia-smi")
-    if not smi:
-        return []
-    return listed_gpus(subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=60).stdout)
-
-
-def listed_gpus(smi_list: str) -> list[str]:
-    """Indices of the GPUs in `nvidia-smi -L` output (one `GPU <i>: <name> (UUID: ...)` line each)."""
-    return [str(i) for i, _ in enumerate(ln for ln in smi_list.splitlines() if ln.startswith("GPU"))]
 
 
 def plan(items: list[Item], devices: list[str]) -> dict[str, list[Item]]:

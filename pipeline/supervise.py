@@ -9,7 +9,6 @@ on a multi-GPU host, can end all of them.
 """
 from __future__ import annotations
 
-import importlib.machinery
 import json
 import os
 import signal
@@ -20,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-PACKAGE = Path(__file__).resolve().parent     # the `pipeline` package this process runs
+from pipeline.host import child_env
 
 
 LIVE: set[subprocess.Popen] = set()   # worker and ncu processes now running, for a clean stop of all lanes
@@ -41,43 +40,6 @@ def kill_all() -> None:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-
-
-def _found_without_help() -> bool:
-    """Whether `python -m pipeline.worker` imports this very package as it is (installed, editable, or on
-    PYTHONPATH). sys.path[0] is left out: it is where this process was started from, not the child's."""
-    path = sys.path if getattr(sys.flags, "safe_path", False) else sys.path[1:]
-    for finder in sys.meta_path:
-        if finder is importlib.machinery.PathFinder:
-            spec = finder.find_spec("pipeline", path)
-        elif hasattr(finder, "find_spec"):
-            try:
-                spec = finder.find_spec("pipeline", None)
-            except Exception:  # noqa: BLE001 - a third-party finder's failure means: not found by it
-                spec = None
-        else:
-            continue
-        if spec is not None:
-            return spec.origin is not None and Path(spec.origin).resolve().parent == PACKAGE
-    return False
-
-
-def child_env(gpu: str | None = None, device: str = "cuda") -> dict[str, str]:
-    """The environment of a worker (and of the ncu that runs one): its GPU, the Triton interpreter for the
-    CPU, and the same `pipeline` package as this process."""
-    env = dict(os.environ)
-    if gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = gpu
-    if device == "cpu":
-        env["TRITON_INTERPRET"] = "1"
-    else:
-        env.pop("TRITON_INTERPRET", None)     # a GPU run under the interpreter would measure the CPU
-    # a source checkout run without installing (`python -m pipeline` in it) is found through the package's folder
-    if not _found_without_help():
-        env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE.parent), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env["PYTHONSAFEPATH"] = "1"      # the worker's working directory (the project) cannot shadow a module
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 def _tail(path: Path, n: int = 6) -> str:

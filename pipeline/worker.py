@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import torch
 from pipeline import precompile, timing, verify
 from pipeline.build import build, load_reference, reference_model
 from pipeline.config import TimingConfig
+from pipeline.host import query_gpu
 from pipeline.ncu import OUTER_RANGE, range_name
 from pipeline.supervise import Events
 
@@ -53,15 +53,10 @@ def gpu_facts(device: str) -> dict[str, Any]:
     for key in ("warp_size", "max_threads_per_multi_processor", "max_threads_per_block", "regs_per_multiprocessor",
                 "shared_memory_per_block", "shared_memory_per_block_optin", "shared_memory_per_multiprocessor"):
         facts[key] = getattr(props, key, None)
-    # nvidia-smi ignores CUDA_VISIBLE_DEVICES: ask it about the first visible GPU by its index
-    index = (os.environ.get("CUDA_VISIBLE_DEVICES") or "0").split(",")[0]
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version,uuid", "--format=csv,noheader", "-i", index],
-                             capture_output=True, text=True, timeout=30)
-        driver, uuid = [s.strip() for s in out.stdout.strip().splitlines()[0].split(",")]
-        facts.update(driver=driver, gpu_uuid=uuid)
-    except Exception:  # noqa: BLE001 - facts are best effort; missing ones stay null
-        facts.update(driver=None, gpu_uuid=None)
+    # facts are best effort: what nvidia-smi cannot say stays null
+    driver, uuid = query_gpu(os.environ.get("CUDA_VISIBLE_DEVICES"), ["driver_version", "uuid"], timeout=30) \
+        or [None, None]
+    facts.update(driver=driver, gpu_uuid=uuid)
     return facts
 
 
@@ -144,7 +139,7 @@ def measure_ceilings(job: dict[str, Any], ev: Events) -> None:
 
 
 def run_under_ncu(job: dict[str, Any], ev: Events) -> None:
-    """Run each selected variant of each shape once inside NVTX range s<shape>.v<index>, compiled and warmed
+    """Run each selected variant of each shape once inside NVTX range s<shape>.v<variant>, compiled and warmed
     outside every range, for the ncu process that wraps this one."""
     device = job["device"]
     for shape in job["shapes"]:

@@ -129,8 +129,8 @@ def flow(venv, tmp_path_factory):
     out["after"] = {"site": snapshot(site), "checkout": checkout_state()}
     out["before"] = before
     out["child_env"] = subprocess.run(
-        [str(env_dir / "bin" / "python"), "-c", "import pipeline, pipeline.supervise as s; print(pipeline.__file__); "
-         "print(s.child_env(device='cpu').get('PYTHONPATH'))"],
+        [str(env_dir / "bin" / "python"), "-c", "import pipeline, pipeline.host as h; print(pipeline.__file__); "
+         "print(h.child_env(device='cpu').get('PYTHONPATH'))"],
         capture_output=True, text=True, cwd=project, env=env, check=True).stdout.split("\n")
     return project, site, out
 

@@ -148,7 +148,7 @@ def test_changing_one_variant_remeasures_it_and_retimes_the_controls_only(tmp_pa
 
 def test_ncu_profiles_the_fastest_config_of_each_family(tmp_path):
     """ncu.select family-best on the recorded H200 L1-36 timings: one variant per layout family, the fastest."""
-    from pipeline import cache, config, ops, profiling
+    from pipeline import cache, config, ncupass, ops
     op = ops.load_op_dir(REPO / "kernels" / "rmsnorm", config.load_root(REPO / "pipeline.yaml"))
     sample = results.load(REPO / "profiles" / "nvidia-h200" / "rmsnorm" / "results.json")
     recorded = next(s for s in sample["shapes"] if s["id"] == "L1-36")
@@ -156,10 +156,10 @@ def test_ncu_profiles_the_fastest_config_of_each_family(tmp_path):
     work = cache.ShapeWork(op, op.config.op.shape_list(None)[0], 0, "k", list(enumerate(op.variants)), [], {})
     work.done = {n: {"name": n, "status": "ok"} for n in timed}
     work.timing = {n: v["timing"] for n, v in timed.items()}
-    picked = profiling._selected(work, "family-best")
+    picked = ncupass.selected(work, "family-best")
     stems = {v.stem for v in op.variants if v.name in timed}
     assert sorted(v.stem for _, v in picked) == sorted(stems)                  # one per family
     for _, v in picked:
         family = [t["timing"]["median_ms"] for n, t in timed.items() if n.split("(")[0] == v.stem]
         assert timed[v.name]["timing"]["median_ms"] == min(family)
-    assert len(profiling._selected(work, "all")) == len(timed)
+    assert len(ncupass.selected(work, "all")) == len(timed)

@@ -4,7 +4,7 @@ memory for some shapes; everything else is the real planning, lanes, workers and
 import pytest
 
 from testenv import FIXTURES
-from pipeline import config, ops, profiling, results, shard
+from pipeline import config, host, ops, profiling, results, shard
 from pipeline.cache import plan_shape
 from pipeline.errors import ConfigError, SelectionError
 
@@ -84,7 +84,7 @@ def lane(name, driver="550.54", package=None, uuid=None):
     key = {"gpu_name": "NVIDIA H100", "driver": driver, "torch": "2.13.0", "triton": "3.5", "ncu_version": "2025.1",
            "gpu_uuid": uuid}
     return shard.LaneInfo(name, f"node{name} gpu 0", "NVIDIA H100",
-                          {"key": key, "host": f"node{name}", "package": package or profiling.package_digest()})
+                          {"key": key, "host": f"node{name}", "package": package or host.package_digest()})
 
 
 def test_lanes_of_one_model_must_share_a_software_stack_and_this_pipeline():

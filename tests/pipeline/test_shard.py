@@ -22,19 +22,6 @@ def test_plan_with_one_device_keeps_all_work_there():
     assert [it.key for it in shard.plan(items, ["7"])["7"]] == [it.key for it in items]
 
 
-def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 5")
-    assert shard.visible_gpus() == ["2", "5"]
-
-
-def test_gpus_listed_by_nvidia_smi():
-    # `nvidia-smi -L` on the lent H100, with a second line as a 2-GPU host prints it
-    out = ("GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-c1bddd6c-6ac1-27e3-a159-aacf95d07e5f)\n"
-           "GPU 1: NVIDIA H100 80GB HBM3 (UUID: GPU-2ce3b7b5-6496-40e4-8b98-b78add597164)\n")
-    assert shard.listed_gpus(out) == ["0", "1"]
-    assert shard.listed_gpus("No devices were found\n") == []
-
-
 def test_shapes_spread_over_lanes_merge_into_one_results_file(tmp_path):
     cfg = tmp_path / "pipeline.yaml"
     cfg.write_text(f"kernels_dir: {FIXTURES / 'shards' / 'kernels'}\nreports_dir: {tmp_path / 'reports'}\n")

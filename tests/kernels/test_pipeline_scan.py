@@ -1,5 +1,6 @@
-"""The pipeline's correctness check: the one-pass scan kernel (its GPU path) agrees with the chunked
-comparison, run here through the Triton interpreter where there is no GPU (this folder's conftest)."""
+"""pipeline/scan.py, the pipeline's correctness check: the one-pass scan kernel (its GPU path) agrees with the
+chunked comparison. Here among the kernels' tests because, like them, it runs through the Triton interpreter
+where there is no GPU (this folder's conftest sets it up before Triton is imported)."""
 import pytest
 import torch
 
