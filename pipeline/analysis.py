@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+# the metric names the rules read: defined in the catalogue, used as analysis.SM etc. across the package
+from pipeline.catalogue import DRAM, DUR, L2_HIT, MEM, READ, SM, THEORETICAL, WARPS, WAVES, WRITE  # noqa: F401
+
 THRESHOLDS: dict[str, tuple[float, str]] = {
     "busy_pct": (60.0, "a unit (SM, or DRAM) at or above this % of its peak is the limiter: memory- or "
                        "compute-bound; below it on both, the kernel is latency/occupancy-bound"),
@@ -40,15 +43,6 @@ THRESHOLDS: dict[str, tuple[float, str]] = {
                            "reported: a cluster must fit in one GPC, and the SMs left over stay idle"),
 }
 
-SM = "sm__throughput.avg.pct_of_peak_sustained_elapsed"
-MEM = "gpu__compute_memory_throughput.avg.pct_of_peak_sustained_elapsed"
-DRAM = "dram__throughput.avg.pct_of_peak_sustained_elapsed"
-WARPS = "sm__warps_active.avg.pct_of_peak_sustained_active"
-THEORETICAL = "sm__maximum_warps_per_active_cycle_pct"
-DUR = "gpu__time_duration.sum"
-L2_HIT = "lts__t_sector_hit_rate.pct"
-WAVES = "launch__waves_per_multiprocessor"
-READ, WRITE = "dram__bytes_read.sum", "dram__bytes_write.sum"
 OCC_LIMITS = ("registers", "shared_mem", "blocks", "warps")     # launch__occupancy_limit_<x>: blocks/SM
 
 

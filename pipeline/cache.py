@@ -66,8 +66,10 @@ def shape_key(op: Op, shape: Shape, facts: dict[str, Any]) -> str:
     cfg = op.config
     # worker.precompile only changes when kernels compile, never what is measured
     worker = {k: val for k, val in vars(cfg.worker).items() if k != "precompile"}
+    # ncu.extra_metrics is already in ncu.metrics (config folds it in at load)
+    ncu = {k: val for k, val in vars(cfg.ncu).items() if k != "extra_metrics"}
     parts = {"checks": CHECKS_VERSION, "reference": op.reference_sha256, "shape": [shape.params, shape.dtype],
-             "facts": facts, "settings": [vars(cfg.verify), vars(cfg.timing), vars(cfg.ncu), worker]}
+             "facts": facts, "settings": [vars(cfg.verify), vars(cfg.timing), ncu, worker]}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 

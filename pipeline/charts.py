@@ -21,7 +21,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from markupsafe import Markup
 
-from pipeline import analysis, recommend
+from pipeline import analysis, catalogue, recommend
 from pipeline.shapeanalysis import ShapeAnalysis
 
 LOG_RANGE = 10.0          # slowest/fastest above this: log time axis, else the close ones look equal
@@ -241,8 +241,8 @@ def sol_chart(points: list[Point], sty: dict[str, Style], busy_pct: float, salt:
                            edgecolors="black", linewidths=0.8, zorder=5, label="recommended")
         ax.set_xlim(0, 100)
         ax.set_ylim(0, 100)
-        ax.set_xlabel("SM throughput, % of peak (sm__throughput)")
-        ax.set_ylabel("DRAM throughput, % of peak (dram__throughput)")
+        ax.set_xlabel(catalogue.BY_NAME[analysis.SM].axis)
+        ax.set_ylabel(catalogue.BY_NAME[analysis.DRAM].axis)
         if pts:
             ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=7.5)
         return _svg(fig, salt)

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from pipeline import catalogue
 from pipeline.errors import ConfigError
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -47,6 +48,7 @@ class Rule:
     nonempty: bool = False      # lists: at least one item
     distinct: bool = False      # lists: no item twice
     keys: tuple[str, ...] = ()  # mappings: the keys allowed
+    name: bool = False          # strings: a name without spaces or commas (ncu takes a comma-joined list)
 
     def ok(self, v: float) -> bool:
         return (self.or_zero and v == 0) or ((self.lo < v if self.open_lo else self.lo <= v) and v <= self.hi)
@@ -65,7 +67,8 @@ class Rule:
         listed = self.nonempty or self.distinct
         parts = ["at least one" if self.nonempty else "", "distinct" if self.distinct else "",
                  f"each {self.bounds()}" if listed and self.bounds() else self.bounds(),
-                 f">= {self.at_least}" if self.at_least else "", f"keys: {', '.join(self.keys)}" if self.keys else ""]
+                 f">= {self.at_least}" if self.at_least else "", f"keys: {', '.join(self.keys)}" if self.keys else "",
+                 "each a name without spaces or commas" if self.name else ""]
         return ", ".join(p for p in parts if p)
 
 
@@ -118,43 +121,14 @@ class TimingConfig:
                                      "(+0.02 ms), so the events time its kernels, not the launch path; 0: no spin", 0)
 
 
-DEFAULT_METRICS = [
-    "gpu__time_duration.sum",
-    "sm__throughput.avg.pct_of_peak_sustained_elapsed",
-    "sm__warps_active.avg.pct_of_peak_sustained_active",
-    "sm__maximum_warps_per_active_cycle_pct",
-    "gpu__compute_memory_throughput.avg.pct_of_peak_sustained_elapsed",
-    "dram__throughput.avg.pct_of_peak_sustained_elapsed",
-    "dram__bytes_read.sum",
-    "dram__bytes_write.sum",
-    "lts__t_sector_hit_rate.pct",
-    "launch__grid_size",
-    "launch__grid_dim_x",
-    "launch__grid_dim_y",
-    "launch__grid_dim_z",
-    "launch__block_size",
-    "launch__block_dim_x",
-    "launch__block_dim_y",
-    "launch__block_dim_z",
-    "launch__waves_per_multiprocessor",
-    "launch__registers_per_thread",
-    "launch__shared_mem_per_block",
-    "launch__occupancy_limit_registers",
-    "launch__occupancy_limit_shared_mem",
-    "launch__occupancy_limit_warps",
-    "launch__occupancy_limit_blocks",
-    # thread-block clusters (sm_90): 0 x 0 x 0 for a launch without clusters; max_active is how many
-    # clusters fit on the GPU at once (a cluster must sit within one GPC)
-    "launch__cluster_dim_x",
-    "launch__cluster_dim_y",
-    "launch__cluster_dim_z",
-    "launch__cluster_max_active",
-]
-
-
 @dataclass(frozen=True)
 class NcuConfig:
-    metrics: list[str] = _f(DEFAULT_METRICS, "metrics collected for every kernel (--metrics)")
+    metrics: list[str] = _f(catalogue.defaults(), "metrics collected for every kernel (--metrics); a list set here "
+                                                  "replaces the default set (pipeline/catalogue.py)")
+    extra_metrics: list[str] = _f([], "metrics collected besides `metrics`: added to it (to the default set when "
+                                      "`metrics` is not set) rather than replacing it, e.g. "
+                                      "[l1tex__t_sector_hit_rate.pct]",
+                                  Rule(distinct=True, name=True))
     replay_mode: str = _f("kernel", "ncu --replay-mode (kernel replay was 5x faster than application replay)")
     clock_control: str = _f("base", "ncu --clock-control (base locks clocks; rank on event timing, not on ncu)")
     cache_control: str = _f("all", "ncu --cache-control (all flushes caches before each replay pass)")
@@ -388,6 +362,10 @@ def _build(cls: type, node: yaml.Node, path: Path, prefix: str, base: Any = None
                               f"({getattr(built, f.name)!r}) must be >= '{full_other}' ({getattr(built, other)!r})")
     if cls is OpConfig:
         _check_shape_ids(values, nodes, path)
+    if cls is NcuConfig and built.extra_metrics:
+        # extra_metrics add to whatever `metrics` is at this layer: the rest of the pipeline reads `metrics`
+        built = dataclasses.replace(built, metrics=[*built.metrics, *(m for m in built.extra_metrics
+                                                                      if m not in built.metrics)])
     return built
 
 
@@ -409,6 +387,9 @@ def _check(rule: Rule, value: Any, node: yaml.Node, path: Path, key: str) -> Non
             if rule.keys and knode.value not in rule.keys:
                 raise ConfigError(f"{_where(path, knode)}: '{key}.{knode.value}' is not one of "
                                   f"{', '.join(rule.keys)}.{_suggest(knode.value, rule.keys)}")
+    elif isinstance(value, str):
+        if rule.name and (not value or any(c.isspace() or c == "," for c in value)):
+            raise ConfigError(f"{_where(path, node)}: '{key}' must be a name without spaces or commas, got {value!r}")
     elif not rule.ok(value):
         raise ConfigError(f"{_where(path, node)}: '{key}' must be {rule.bounds()}, got {value!r}"
                           + (f" ({rule.hint})" if rule.hint else ""))
@@ -536,6 +517,6 @@ def documented_keys(cls: type = Config, prefix: str = "") -> list[tuple[str, str
         if f.metadata.get("rule"):
             tp += ", " + f.metadata["rule"].text()
         default = getattr(defaults, f.name)
-        shown = f"{len(default)} metrics (see config.py)" if f.name == "metrics" else repr(default)
+        shown = f"{len(default)} metrics (pipeline/catalogue.py)" if f.name == "metrics" else repr(default)
         rows.append((key, str(tp), shown, f.metadata.get("doc", "")))
     return rows

@@ -7,6 +7,7 @@ from typing import Any
 from markupsafe import Markup, escape
 
 from pipeline.analysis import fmt_bytes
+from pipeline.catalogue import Metric
 
 
 def ms(x: float | None) -> str:
@@ -19,6 +20,11 @@ def num(x: float | None, spec: str) -> str:
 
 def bytes(x: float | None) -> str:
     return "—" if not x else fmt_bytes(x)
+
+
+def metric(x: float | None, m: Metric) -> str:
+    """A metric's value in its catalogue format."""
+    return bytes(x) if m.fmt == "bytes" else num(x, m.fmt)
 
 
 def pct(x: float | None) -> str:

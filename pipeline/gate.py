@@ -80,7 +80,7 @@ class _Kernel:
         if value is None:
             listed = ", ".join((self.k or {}).get("missing") or []) or "none"
             return self.row(target, "—", ERROR, f"metric {name} missing from ncu kernel {(self.k or {}).get('name')} "
-                                                f"(metrics ncu did not report: {listed}); add it to ncu.metrics and "
+                                                f"(metrics ncu did not report: {listed}); add it to ncu.extra_metrics and "
                                                 + _profile_hint(self.ctx["op"], self.shape["id"]))
         shown = _shown(value)
         ok = shown >= minimum

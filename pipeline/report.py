@@ -17,12 +17,14 @@ import os
 import re
 import shlex
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
-from pipeline import analysis, charts, display as fmt, recommend, results, shapeanalysis
+from pipeline import analysis, catalogue, charts, display as fmt, recommend, results, shapeanalysis
 from pipeline.comparison import baseline_docs, baseline_for, compare_name, compare_page, diff_name, diff_page
 from pipeline.shapeanalysis import ShapeAnalysis, VariantAnalysis
 from pipeline.viewmodel import (Alert, Cell, Chart, Column, FamilyRank, Headline, IndexPage, Link, OpPage, ShapeView,
@@ -137,60 +139,148 @@ def _trace(v: dict[str, Any], results_dir: Path, reports_dir: Path) -> Trace:
 # ---------------------------------------------------------------- the variants table
 
 FINDINGS_NOTE = "findings (under each variant) name the metric and value that triggered them"
-DRAM_COL = Column("DRAM %", f"{analysis.DRAM} (ncu, base clocks): the DRAM % the terminal summary prints")
-MEMSYS_COL = Column("L1/L2/DRAM (memory system) %", f"{analysis.MEM}: the busiest of L1/shared, L2 and DRAM")
-SM_COL = Column("SM %", analysis.SM)
-LEAD_COLUMNS = {
-    "memory": [Column("GB/s", "min_bytes ÷ median: the op's minimal bytes moved per second"),
-               Column("of copy", "device copy time of the minimal bytes ÷ median"), DRAM_COL, MEMSYS_COL, SM_COL],
-    "compute": [Column("TFLOP/s", "shape.flops ÷ median"),
-                Column("of compute roofline", "(flops ÷ measured matmul rate of the dtype) ÷ median"), SM_COL,
-                DRAM_COL, MEMSYS_COL],
+SHOWN = ("ok", "incorrect", "suspect")      # statuses in the main table; failed and unsupported are folded
+
+
+@dataclass
+class _Facts:
+    """One variant's values at one shape, as its row's cells and named fields write them."""
+    va: VariantAnalysis
+    name: str                   # marked "(baseline)" where it is
+    status: str                 # with the ncu and cache notes
+    when: str                   # when it was measured and re-timed
+    tm: dict[str, Any] | None   # its timing, when correct
+    place: str                  # its standing against the recommended one
+    vs_best: float | None
+    vs_base: float | None
+    gbs: float | None
+    frac: float | None          # of device copy
+    tflops: float | None
+    comp_frac: float | None     # of the compute roofline
+    moved: float | None         # DRAM bytes, all kernels
+    excess: float | None        # moved ÷ min_bytes
+    spills: int | None
+    trace: Trace
+
+    @property
+    def med(self) -> float | None:
+        return self.tm["median_ms"] if self.tm else None
+
+    @property
+    def spread(self) -> str:
+        return f"{fmt.ms(self.tm['p25_ms'])}–{fmt.ms(self.tm['p75_ms'])}" if self.tm else "—"
+
+    @property
+    def bound(self) -> analysis.Bound | None:
+        return self.va.bound if self.va.kernel else None
+
+    def value(self, metric: str) -> float | None:
+        """A metric of the variant's dominant kernel."""
+        return analysis.m(self.va.kernel, metric)
+
+    def text(self, metric: str) -> str:
+        """That value as the catalogue formats it."""
+        return fmt.metric(self.value(metric), catalogue.BY_NAME[metric])
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """A column of the variants table: its header, and how a row's cell is written."""
+    column: Column
+    cell: Callable[[_Facts], Cell]
+    metric: str = ""            # the catalogue metric it shows alone, if one
+
+
+def _metric(name: str) -> _Spec:
+    """A catalogue metric's own column: its label, its name (and note) as the tooltip, its format."""
+    m = catalogue.BY_NAME[name]
+    return _Spec(Column(m.label, m.title), lambda f: Cell(f.text(name), fmt.sort(f.value(name))), name)
+
+
+def _ncu_us(f: _Facts) -> Cell:
+    us = f.trace.ncu_time.removesuffix(" µs")
+    return Cell(us, fmt.sort(us.replace(",", "") if f.trace.ncu_time != "—" else None))
+
+
+_HEAD = [
+    _Spec(Column("variant", "name from the kernel file (stem and CONFIGS entry)", True),
+          lambda f: Cell(fmt.breakable(f.name), f.va.variant["name"], "l name", f.va.variant.get("layout", ""))),
+    _Spec(Column("status", "verification result; the reason when not ok", True),
+          lambda f: Cell(f.status, f.va.variant["status"], "l", f.when)),
+    _Spec(Column("median ms", "CUDA-event median per call, L2 flushed before each repeat"),
+          lambda f: Cell(fmt.ms(f.med), fmt.sort(f.med))),
+    _Spec(Column("IQR ms", "p25–p75 of the timed repeats"),
+          lambda f: Cell(f.spread, fmt.sort(f.tm and f.tm["p75_ms"] - f.tm["p25_ms"]), "nw",
+                         title=f"{f.tm['reps']} repeats" if f.tm else "")),
+    _Spec(Column("vs fastest", "median ÷ the recommended variant's median, as % slower; \"tied\": within noise of "
+                               f"it (overlapping p25–p75 or medians within {recommend.TIE_MARGIN:.0%})"),
+          lambda f: Cell(f.place, fmt.sort(f.vs_best), "nw")),
+]
+_LEAD = {
+    "memory": [_Spec(Column("GB/s", "min_bytes ÷ median: the op's minimal bytes moved per second"),
+                     lambda f: Cell(fmt.rate(f.gbs, "GB/s").removesuffix(" GB/s"), fmt.sort(f.gbs))),
+               _Spec(Column("of copy", "device copy time of the minimal bytes ÷ median"),
+                     lambda f: Cell(fmt.frac(f.frac), fmt.sort(f.frac))),
+               _metric(analysis.DRAM), _metric(analysis.MEM), _metric(analysis.SM)],
+    "compute": [_Spec(Column("TFLOP/s", "shape.flops ÷ median"),
+                      lambda f: Cell(fmt.rate(f.tflops, "TFLOP/s").removesuffix(" TFLOP/s"), fmt.sort(f.tflops))),
+                _Spec(Column("of compute roofline", "(flops ÷ measured matmul rate of the dtype) ÷ median"),
+                      lambda f: Cell(fmt.frac(f.comp_frac), fmt.sort(f.comp_frac))),
+                _metric(analysis.SM), _metric(analysis.DRAM), _metric(analysis.MEM)],
 }
+_SMEM = catalogue.BY_NAME["launch__shared_mem_per_block"]
+_TAIL = [
+    _Spec(Column("vs baseline", "baseline median ÷ median"),
+          lambda f: Cell(fmt.ratio(f.vs_base), fmt.sort(f.vs_base))),
+    _Spec(Column("occupancy %", f"achieved / theoretical: {analysis.WARPS} / {analysis.THEORETICAL}"),
+          lambda f: Cell(f"{f.text(analysis.WARPS)} / {f.text(analysis.THEORETICAL)}",
+                         fmt.sort(f.value(analysis.WARPS)), "nw")),
+    _metric(analysis.L2_HIT),
+    _Spec(Column("DRAM ÷ min", f"({analysis.READ} + {analysis.WRITE}, all kernels) ÷ min_bytes"),
+          lambda f: Cell(fmt.ratio(f.excess), fmt.sort(f.excess),
+                         title="" if f.moved is None else analysis.fmt_bytes(f.moved))),
+    _Spec(Column("grid", "launch__grid_dim_{x,y,z}"),
+          lambda f: Cell(fmt.dims(f.va.grid).replace(" ", ""), fmt.sort(f.value("launch__grid_size")), "nw")),
+    _Spec(Column("block", "launch__block_dim_{x,y,z}"),
+          lambda f: Cell(fmt.dims(f.va.block).replace(" ", ""), fmt.sort(f.value("launch__block_size")), "nw")),
+    _metric(analysis.WAVES),
+    _Spec(Column("regs / spills", "launch__registers_per_thread / Triton n_spills summed over the variant's kernels"),
+          lambda f: Cell(f"{f.text('launch__registers_per_thread')} / {fmt.num(f.spills, 'd')}",
+                         fmt.sort(f.value("launch__registers_per_thread")), "nw")),
+    _Spec(Column(_SMEM.label, f"{_SMEM.name} (ncu; Triton's compiled shared_bytes in the tooltip)"),
+          lambda f: Cell(f.text(_SMEM.name), fmt.sort(f.value(_SMEM.name)), "nw", f.trace.shared)),
+    _Spec(Column(catalogue.BY_NAME[analysis.DUR].label,
+                 f"{analysis.DUR}, all the variant's kernels, under ncu's base clocks (events run at boost)"), _ncu_us),
+]
+_END = [
+    _Spec(Column("ncu range", "the NVTX range holding the variant's kernels in its .ncu-rep", True),
+          lambda f: Cell(f.trace.range or "—", f.trace.range, "l nw", f.trace.kernels)),
+    _Spec(Column("bound", "classification; hover for the rule that decided", True),
+          lambda f: Cell(f.bound.label if f.bound else "—", f.bound.kind if f.bound else "", "l",
+                         f.bound.rule if f.bound else "")),
+]
+
+
+def _specs(lead_: str) -> list[_Spec]:
+    """The table's columns for a memory- or compute-led shape; catalogue metrics with a column that no spec
+    above places come after the fixed ones."""
+    fixed = [*_HEAD, *_LEAD[lead_], *_TAIL, *_END]
+    placed = {s.metric for s in fixed}
+    more = [_metric(m.name) for m in catalogue.columns() if m.name not in placed]
+    return [*_HEAD, *_LEAD[lead_], *_TAIL, *more, *_END]
 
 
 def columns(lead_: str) -> list[Column]:
-    return [
-        Column("variant", "name from the kernel file (stem and CONFIGS entry)", True),
-        Column("status", "verification result; the reason when not ok", True),
-        Column("median ms", "CUDA-event median per call, L2 flushed before each repeat"),
-        Column("IQR ms", "p25–p75 of the timed repeats"),
-        Column("vs fastest", "median ÷ the recommended variant's median, as % slower; \"tied\": within noise of it "
-                             f"(overlapping p25–p75 or medians within {recommend.TIE_MARGIN:.0%})"),
-        *LEAD_COLUMNS[lead_],
-        Column("vs baseline", "baseline median ÷ median"),
-        Column("occupancy %", f"achieved / theoretical: {analysis.WARPS} / {analysis.THEORETICAL}"),
-        Column("L2 hit %", analysis.L2_HIT),
-        Column("DRAM ÷ min", f"({analysis.READ} + {analysis.WRITE}, all kernels) ÷ min_bytes"),
-        Column("grid", "launch__grid_dim_{x,y,z}"), Column("block", "launch__block_dim_{x,y,z}"),
-        Column("waves", analysis.WAVES),
-        Column("regs / spills", "launch__registers_per_thread / Triton n_spills summed over the variant's kernels"),
-        Column("smem / block", "launch__shared_mem_per_block (ncu; Triton's compiled shared_bytes in the tooltip)"),
-        Column("ncu µs", f"{analysis.DUR}, all the variant's kernels, under ncu's base clocks (events run at boost)"),
-        Column("ncu range", "the NVTX range holding the variant's kernels in its .ncu-rep", True),
-        Column("bound", "classification; hover for the rule that decided", True),
-    ]
-
-
-SHOWN = ("ok", "incorrect", "suspect")      # statuses in the main table; failed and unsupported are folded
+    return [s.column for s in _specs(lead_)]
 
 
 def _row(va: VariantAnalysis, sa: ShapeAnalysis, base_ms: float | None, results_dir: Path,
          reports_dir: Path) -> VariantRow:
-    v, shape, rec, lead_ = va.variant, sa.shape, sa.recommendation, sa.lead
-    k = va.kernel
+    v, shape, rec = va.variant, sa.shape, sa.recommendation
     tm = v.get("timing") if v["status"] == "ok" else None
     med = tm["median_ms"] if tm else None
-    bound = va.bound if k else None
     compiled = v.get("compiled") or []
-    spills = sum(c.get("n_spills") or 0 for c in compiled) if compiled else None
-    met = {n: analysis.m(k, n) for n in (analysis.SM, analysis.DRAM, analysis.MEM, analysis.WARPS,
-                                         analysis.THEORETICAL, analysis.L2_HIT, analysis.WAVES, "launch__grid_size",
-                                         "launch__block_size", "launch__registers_per_thread",
-                                         "launch__shared_mem_per_block")}
     moved, mb = analysis.dram_bytes(v), shape.get("min_bytes")
-    excess = moved / mb if moved is not None and mb else None
-    grid, block = va.grid, va.block
     ncu_rec = v.get("ncu") or {}
     ncu_status = ncu_rec.get("status", "")
     status = v["status"] + ("" if v["status"] != "ok" or ncu_status in ("ok", "") else
@@ -202,59 +292,29 @@ def _row(va: VariantAnalysis, sa: ShapeAnalysis, base_ms: float | None, results_
         f"measured {v['measured_at']}" if v.get("measured_at") else "",
         f"re-timed {v['retimed_at']} beside the variants measured then" if v.get("retimed_at") else "") if x)
     is_rec, tied = va.recommended, va.tied
-    vs_base = base_ms / med if med and base_ms else None
     vs_best = med / rec.median_ms if med and rec else None
-    place = charts.standing(vs_best, is_rec, tied, bool(rec.ties)) if vs_best else "—"
-    frac, comp_frac = (va.fraction_of_copy, va.compute_fraction) if tm else (None, None)
-    tflops, gbs = fmt.tflops(shape, med), fmt.gbs(shape, med)
-    trace = _trace(v, results_dir, reports_dir)
-    name = v["name"] + (" (baseline)" if v.get("baseline") else "")
-    lead_cells = {
-        "GB/s": Cell(fmt.rate(gbs, "GB/s").removesuffix(" GB/s"), fmt.sort(gbs)),
-        "of copy": Cell(fmt.frac(frac), fmt.sort(frac)),
-        "TFLOP/s": Cell(fmt.rate(tflops, "TFLOP/s").removesuffix(" TFLOP/s"), fmt.sort(tflops)),
-        "of compute roofline": Cell(fmt.frac(comp_frac), fmt.sort(comp_frac)),
-        "DRAM %": Cell(fmt.pct(met[analysis.DRAM]), fmt.sort(met[analysis.DRAM])),
-        "L1/L2/DRAM (memory system) %": Cell(fmt.pct(met[analysis.MEM]), fmt.sort(met[analysis.MEM])),
-        "SM %": Cell(fmt.pct(met[analysis.SM]), fmt.sort(met[analysis.SM])),
-    }
-    smem = met["launch__shared_mem_per_block"]
-    cells = [
-        Cell(fmt.breakable(name), v["name"], "l name", v.get("layout", "")),
-        Cell(status, v["status"], "l", when),
-        Cell(fmt.ms(med), fmt.sort(med)),
-        Cell(f"{fmt.ms(tm['p25_ms'])}–{fmt.ms(tm['p75_ms'])}" if tm else "—", fmt.sort(tm and tm["p75_ms"] - tm["p25_ms"]),
-             "nw", title=f"{tm['reps']} repeats" if tm else ""),
-        Cell(place, fmt.sort(vs_best), "nw"),
-        *(lead_cells[c.label] for c in LEAD_COLUMNS[lead_]),
-        Cell(fmt.ratio(vs_base), fmt.sort(vs_base)),
-        Cell(f"{fmt.pct(met[analysis.WARPS])} / {fmt.pct(met[analysis.THEORETICAL])}", fmt.sort(met[analysis.WARPS]), "nw"),
-        Cell(fmt.pct(met[analysis.L2_HIT]), fmt.sort(met[analysis.L2_HIT])),
-        Cell(fmt.ratio(excess), fmt.sort(excess), title="" if moved is None else analysis.fmt_bytes(moved)),
-        Cell(fmt.dims(grid).replace(" ", ""), fmt.sort(met["launch__grid_size"]), "nw"),
-        Cell(fmt.dims(block).replace(" ", ""), fmt.sort(met["launch__block_size"]), "nw"),
-        Cell(fmt.num(met[analysis.WAVES], ".2f"), fmt.sort(met[analysis.WAVES])),
-        Cell(f"{fmt.num(met['launch__registers_per_thread'], '.0f')} / {fmt.num(spills, 'd')}",
-             fmt.sort(met["launch__registers_per_thread"]), "nw"),
-        Cell(fmt.bytes(smem) if smem is not None else "—", fmt.sort(smem), "nw", trace.shared),
-        Cell(trace.ncu_time.removesuffix(" µs"), fmt.sort(trace.ncu_time.removesuffix(" µs").replace(",", "")
-                                                      if trace.ncu_time != "—" else None)),
-        Cell(trace.range or "—", trace.range, "l nw", trace.kernels),
-        Cell(bound.label if bound else "—", bound.kind if bound else "", "l", bound.rule if bound else ""),
-    ]
-    shown = v["status"] in SHOWN
+    f = _Facts(
+        va=va, name=v["name"] + (" (baseline)" if v.get("baseline") else ""), status=status, when=when, tm=tm,
+        place=charts.standing(vs_best, is_rec, tied, bool(rec.ties)) if vs_best else "—", vs_best=vs_best,
+        vs_base=base_ms / med if med and base_ms else None, gbs=fmt.gbs(shape, med),
+        frac=va.fraction_of_copy if tm else None, tflops=fmt.tflops(shape, med),
+        comp_frac=va.compute_fraction if tm else None, moved=moved,
+        excess=moved / mb if moved is not None and mb else None,
+        spills=sum(c.get("n_spills") or 0 for c in compiled) if compiled else None,
+        trace=_trace(v, results_dir, reports_dir))
     css = ("rec" if is_rec else "tie" if tied else "unsupported" if v["status"] == "unsupported"
            else "bad" if v["status"] != "ok" else "")
     return VariantRow(
         name=v["name"], layout=v.get("layout", ""), family=v.get("stem", v["name"]), status=v["status"],
         error=v.get("error") or "", baseline=bool(v.get("baseline")), recommended=is_rec, tied=tied,
-        median_ms=fmt.ms(med), spread_ms=cells[3].text, median_raw=med, frac_copy=fmt.frac(frac),
-        vs_baseline=fmt.ratio(vs_base), sm_pct=fmt.pct(met[analysis.SM]), warps_pct=fmt.pct(met[analysis.WARPS]),
-        dram_pct=fmt.pct(met[analysis.DRAM]), memsys_pct=fmt.pct(met[analysis.MEM]),
-        grid_size=fmt.num(met["launch__grid_size"], ",.0f"), grid=fmt.dims(grid),
-        block=fmt.dims(block), regs=fmt.num(met["launch__registers_per_thread"], ".0f"), spills=fmt.num(spills, "d"),
-        bound=cells[-1].text, bound_rule=cells[-1].title, ncu_status=ncu_status or "—", standing=place, css=css,
-        folded=not shown, cells=cells, trace=trace, findings=list(va.findings))
+        median_ms=fmt.ms(med), spread_ms=f.spread, median_raw=med, frac_copy=fmt.frac(f.frac),
+        vs_baseline=fmt.ratio(f.vs_base), sm_pct=f.text(analysis.SM), warps_pct=f.text(analysis.WARPS),
+        dram_pct=f.text(analysis.DRAM), memsys_pct=f.text(analysis.MEM), grid_size=f.text("launch__grid_size"),
+        grid=fmt.dims(va.grid), block=fmt.dims(va.block), regs=f.text("launch__registers_per_thread"),
+        spills=fmt.num(f.spills, "d"), bound=f.bound.label if f.bound else "—",
+        bound_rule=f.bound.rule if f.bound else "",
+        ncu_status=ncu_status or "—", standing=f.place, css=css, folded=v["status"] not in SHOWN,
+        cells=[s.cell(f) for s in _specs(sa.lead)], trace=f.trace, findings=list(va.findings))
 
 
 # ---------------------------------------------------------------- the headline of a shape
@@ -516,7 +576,7 @@ def op_page(doc: dict[str, Any], path: Path, reports_dir: Path, replayed: bool,
         created=str(doc.get("created", "—")), environment=_environment(doc),
         commands=[(s.id, s.ncu_command) for s in shapes if s.ncu_command],
         thresholds=[(k, f"{v:g}", d) for k, (v, d) in analysis.THRESHOLDS.items()],
-        glossary=columns("memory") + LEAD_COLUMNS["compute"][:2] + [Column("findings", FINDINGS_NOTE)],
+        glossary=columns("memory") + [s.column for s in _LEAD["compute"][:2]] + [Column("findings", FINDINGS_NOTE)],
         results_href=_href(path.parent, reports_dir, path.name), results_name="/".join(path.parts[-4:]),
         sweep_chart=charts.sweep(doc, analyses, sty, op_lead(analyses)), shapes=shapes,
         filename=filename or page_names([doc])[0],
@@ -535,7 +595,7 @@ def digest(paths: list[Path], replayed: bool) -> str:
     h = hashlib.sha256(f"{replayed}\n".encode())
     here = Path(__file__).parent
     code = [here / f for f in ("report.py", "viewmodel.py", "charts.py", "analysis.py", "recommend.py",
-                               "shapeanalysis.py", "compare.py", "comparison.py", "display.py")]
+                               "shapeanalysis.py", "compare.py", "comparison.py", "display.py", "catalogue.py")]
     benches = [p.parent / BENCH_FILE for p in paths if (p.parent / BENCH_FILE).is_file()]
     for f in [*paths, *benches, *code, *sorted((here / "templates").iterdir())]:
         h.update(f"{f.name}\n".encode() + f.read_bytes())
