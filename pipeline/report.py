@@ -116,8 +116,9 @@ def _trace(v: dict[str, Any], results_dir: Path, reports_dir: Path) -> Trace:
     names = list(dict.fromkeys(k["name"] for k in kernels)) or list(dict.fromkeys(v.get("launched") or []))
     rng, report = rec.get("range") or "", rec.get("report")
     profiled = bool(rng and report and kernels)
-    # start/end NVTX ranges (the worker's range_start) are matched by bare name; push/pop ones would end in "/"
-    cmd = (f"ncu --import {shlex.quote(_display_path(results_dir, report))} --nvtx --nvtx-include "
+    # start/end NVTX ranges (the worker's range_start) are matched by bare name; push/pop ones would end in "/".
+    # With --import, ncu refuses --nvtx (the report already holds the NVTX state): run on the H100, ncu 2025.3.1
+    cmd = (f"ncu --import {shlex.quote(_display_path(results_dir, report))} --nvtx-include "
            f"{shlex.quote(rng)} --page details" if profiled else "")
     status = rec.get("status", "")
     note = ("" if profiled else rec.get("error") or {

@@ -311,7 +311,7 @@ def test_each_profiled_variant_names_its_ncu_range_kernels_and_command(site):
         k = analysis.dominant_kernel(v)
         group = next(g for g in re.findall(r"<tbody[^>]*>(.*?)</tbody>", sec, re.S)
                      if f'data-sort="{html.escape(v["name"])}"' in g)
-        cmd = f"ncu --import profiles/nvidia-h200/rmsnorm/{rep} --nvtx --nvtx-include {rng} --page details"
+        cmd = f"ncu --import profiles/nvidia-h200/rmsnorm/{rep} --nvtx-include {rng} --page details"
         assert f"<code>{cmd}</code>" in group and f"ncu range <strong>{rng}</strong>" in group
         assert f"kernels {', '.join(x['name'] for x in v['ncu']['kernels'])} ·" in group
         assert f"ncu {analysis.m(k, 'launch__shared_mem_per_block'):,.0f} B" in group           # the longest kernel's
