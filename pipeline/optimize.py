@@ -179,6 +179,8 @@ def _options(args: argparse.Namespace) -> Options:
         if not command or not (shutil.which(command[0]) or Path(command[0]).is_file()):
             raise SelectionError(f"--proposer-cmd: {command[0] if command else '(empty)'} is not an executable "
                                  "on PATH or a file")
+        # the proposer runs in its step's folder: paths the user gave relative to here must still reach their files
+        command = [str(Path(a).resolve()) if "/" in a and Path(a).exists() else a for a in command]
     elif args.proposer_cmd:
         raise SelectionError("--proposer-cmd is for --proposer cmd")
     if args.resume and args.fresh:
@@ -313,9 +315,12 @@ def run_proposer(command: list[str], prompt: str, out: Path, env: dict[str, str]
     Returns (exit code, or None when killed; seconds)."""
     t0 = time.time()
     with open(log, "w") as fh:
-        proc = subprocess.Popen([*command, str(out)], stdin=subprocess.PIPE, stdout=fh, stderr=subprocess.STDOUT,
-                                cwd=cwd, env={**os.environ, **env, CANDIDATES_ENV: str(out)}, text=True,
-                                start_new_session=True)
+        try:
+            proc = subprocess.Popen([*command, str(out)], stdin=subprocess.PIPE, stdout=fh, stderr=subprocess.STDOUT,
+                                    cwd=cwd, env={**os.environ, **env, CANDIDATES_ENV: str(out)}, text=True,
+                                    start_new_session=True)
+        except OSError as exc:
+            raise SelectionError(f"--proposer-cmd: cannot run {command[0]}: {exc.strerror or exc}") from None
         supervise.track(proc, True)
         try:
             proc.communicate(prompt, timeout=timeout)
@@ -609,7 +614,9 @@ class Loop:
             if self.log["spent"] >= self.log["budget"]:
                 self.log["ended"] = f"budget spent: {self.log['spent']} of {self.log['budget']} candidates measured"
                 break
+            t0 = time.time()
             step = self.step(STAGES[stages[i]], k)
+            step["wall_s"] = round(time.time() - t0, 2)   # measuring the best and every candidate: the page's cost column
             (self.dir / step["dir"] / "step.json").write_text(json.dumps(step, indent=1, default=str) + "\n")
             self.log["steps"].append(step)
             self._report(step)

@@ -1,5 +1,6 @@
 """`optimize`'s bad input: each case stops before anything is measured, exit 2 (3 for --device cuda without a
 GPU), with a message naming what is wrong and where."""
+import argparse
 import json
 import shutil
 import subprocess
@@ -91,3 +92,25 @@ def test_an_unfinished_run_with_other_flags_is_not_taken_over(root):
 def test_cuda_without_a_gpu_exits_3(root):
     code, err = optimize(root, "--op", "scale", "--proposer", "search", "--from", "tiled")
     assert code == 3 and "needs an NVIDIA GPU" in err and "--device cpu" in err
+
+
+def test_a_proposer_path_relative_to_here_still_runs_from_the_step_folder(tmp_path, monkeypatch):
+    from pipeline import optimize
+    monkeypatch.chdir(REPO)
+    parser = optimize.add_arguments(argparse.ArgumentParser())
+    opts = optimize._options(parser.parse_args(
+        ["--op", "x", "--proposer", "cmd", "--proposer-cmd", "python3 tests/fixtures/optimize/canned_proposer.py"]))
+    assert opts.command == ["python3", str(FIXTURES / "optimize" / "canned_proposer.py")]
+    step = tmp_path / "step"
+    step.mkdir()
+    code, _ = optimize.run_proposer(["true", *opts.command[1:]], "prompt", step, {}, 10.0, tmp_path / "log", step)
+    assert code == 0
+
+
+def test_a_proposer_that_cannot_be_started_is_bad_input_not_a_crash(tmp_path):
+    from pipeline import optimize
+    from pipeline.errors import SelectionError
+    script = tmp_path / "propose.sh"
+    script.write_text("#!/bin/sh\n")          # not executable
+    with pytest.raises(SelectionError, match="--proposer-cmd: cannot run .*propose.sh: Permission denied"):
+        optimize.run_proposer([str(script)], "prompt", tmp_path, {}, 10.0, tmp_path / "log", tmp_path)
