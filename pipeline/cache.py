@@ -28,7 +28,7 @@ ENVIRONMENT_ERRORS = re.compile(r"0 active drivers|Found no NVIDIA driver|no CUD
                                 r"Torch not compiled with CUDA enabled")
 # ncu outcomes that stand for the variant's profile; any other makes a selected variant be profiled again
 # bumped whenever verification or the evidence rules change, so results judged by older rules are measured again
-CHECKS_VERSION = 2
+CHECKS_VERSION = 3
 NCU_FINAL = {"ok", "no-kernels", "count-mismatch", "timeout", "failed", "profile-error", "permission-denied"}
 
 
@@ -66,8 +66,9 @@ def shape_key(op: Op, shape: Shape, facts: dict[str, Any]) -> str:
     cfg = op.config
     # worker.precompile only changes when kernels compile, never what is measured
     worker = {k: val for k, val in vars(cfg.worker).items() if k != "precompile"}
-    # ncu.extra_metrics is already in ncu.metrics (config folds it in at load)
-    ncu = {k: val for k, val in vars(cfg.ncu).items() if k != "extra_metrics"}
+    # ncu.extra_metrics is already in ncu.metrics (config folds it in at load); ncu.detail adds a pass over
+    # whichever picks lack one (pipeline/detail.py), so turning it on re-measures nothing
+    ncu = {k: val for k, val in vars(cfg.ncu).items() if k not in ("extra_metrics", "detail")}
     parts = {"checks": CHECKS_VERSION, "reference": op.reference_sha256, "shape": [shape.params, shape.dtype],
              "facts": facts, "settings": [vars(cfg.verify), vars(cfg.timing), ncu, worker]}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
@@ -115,8 +116,9 @@ def plan_shape(op: Op, shape: Shape, stored: dict[str, Any] | None, key: str, fo
 def prune(op_dir: Path, doc: dict[str, Any]) -> None:
     """Delete ncu reports, ncu logs and worker logs that no record of the results file names any more."""
     named = {doc_name for s in doc["shapes"] for doc_name in
-             [s.get("worker_log"), (s.get("ncu") or {}).get("report"), (s.get("ncu") or {}).get("log")]
-             + [(v.get("ncu") or {}).get("report") for v in s["variants"]] if doc_name}
+             [s.get("worker_log"), (s.get("ncu") or {}).get("report"), (s.get("ncu") or {}).get("log"),
+              (s.get("detail") or {}).get("report"), (s.get("detail") or {}).get("log")]
+             + [(v.get(k) or {}).get("report") for v in s["variants"] for k in ("ncu", "detail")] if doc_name}
     for pattern in ("*.ncu-rep", "*.ncu.log", "*.worker.log"):
         for f in op_dir.glob(pattern):
             if f.name not in named:

@@ -3,7 +3,7 @@ incorrect or suspect with the evidence that caught it, the honest kernel is ok, 
 and recommended at every shape and dtype."""
 import pytest
 
-from testenv import FIXTURES
+from testenv import FIXTURES, REPO
 from pipeline import recommend, results
 
 RECORDED = sorted((FIXTURES / "cheats" / "profiles").glob("*/cheats/results.json"))
@@ -46,7 +46,7 @@ def test_every_check_of_every_variant_that_allocates_is_poisoned(doc):
                 assert v["checks"] and all(c["poisoned"] for c in v["checks"]), (shape["id"], v["name"])
 
 
-SAMPLES = sorted((FIXTURES / "referee-samples").glob("*/*/results.json"))
+SAMPLES = sorted((REPO / "profiles" / "nvidia-h100-80gb-hbm3").glob("*/results.json"))
 
 
 def test_the_default_suite_recorded_under_the_referee():
