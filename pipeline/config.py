@@ -137,6 +137,9 @@ class NcuConfig:
         "layout family by event timing, and the baseline; ranking needs no counters) or `all`")
     timeout_s: float = _range(900.0, "wall-clock limit of one ncu process (the shapes of one op measured in a run)",
                               0, open_lo=True)
+    detail: bool = _f(True, "a second ncu pass with the warp-state, source-counter and memory-table sections over "
+                            "the recommended variant, the fastest of another layout family and the baseline of each "
+                            "shape: the report's \"why the winner wins\" (pipeline/detail.py)")
     path: str = _f("", "ncu executable; empty means search PATH, CUDA_HOME, /usr/local/cuda*, /opt/nvidia/nsight-compute")
 
 

@@ -43,7 +43,7 @@ def _value(metric: Any) -> Any:
     return value
 
 
-def _ranges(action: Any) -> list[str]:
+def ranges(action: Any) -> list[str]:
     state = action.nvtx_state()
     names: list[str] = []
     if state is None:
@@ -77,7 +77,7 @@ def read_report(path: Path, metric_names: list[str], install_dir: Path | None = 
                         kernel["missing"].append(name)
                     continue
                 kernel["metrics"][name] = {"value": _value(metric), "unit": metric.unit()}
-            name = next((n for n in _ranges(action) if RANGE.match(n)), None)
+            name = next((n for n in ranges(action) if RANGE.match(n)), None)
             (by_range.setdefault(name, []) if name is not None else unattributed).append(kernel)
     return {"by_range": by_range, "unattributed": unattributed}
 

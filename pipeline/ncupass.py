@@ -98,24 +98,40 @@ def run(r: OpRun) -> tuple[Picks, dict[str, Any] | None]:
     return picks, prof
 
 
+def write_job(r: OpRun, picks: Picks, name: str) -> tuple[Path, Path]:
+    """The worker's ncu-mode job over the picked variants (the worker runs each in its NVTX range); (the job
+    file, the events file the worker writes)."""
+    events = r.workdir / f"events-{name}.jsonl"
+    job_file = r.workdir / f"job-{name}.json"
+    job_file.write_text(json.dumps({
+        "mode": "ncu", "op": r.op.name, "reference": str(r.op.reference), "device": r.device,
+        "seeds": r.op.config.verify.seeds, "events": str(events),
+        "shapes": [{"id": w.id, "index": w.index, "params": w.shape.params, "dtype": w.shape.dtype,
+                    "variants": [variant_job(i, v) for i, v in picks[w.id]]} for w in r.works if picks.get(w.id)]}))
+    return job_file, events
+
+
+def worker_command(job_file: Path) -> list[str]:
+    return [sys.executable, "-m", "pipeline.worker", str(job_file)]
+
+
+def kernel_guard(r: OpRun, picks: Picks) -> list[str]:
+    """The kernels the picked variants launched outside ncu (ncu's -k filter), or [] where one is not known."""
+    launched = [w.done.get(v.name, w.cached.get(v.name, {})).get("launched")
+                for w in r.works for _, v in picks.get(w.id, [])]
+    return sorted({ncu.function_name(n) for names in launched for n in names or []}) if all(launched) else []
+
+
 def profile_op(r: OpRun, picks: Picks) -> dict[str, Any]:
     """One ncu process over the picked variants of every shape; returns the run's ncu record with the
     kernels of each NVTX range."""
     op = r.op
     shapes = [w for w in r.works if picks.get(w.id)]
-    events = r.workdir / "events-ncu.jsonl"
-    job_file = r.workdir / "job-ncu.json"
-    job_file.write_text(json.dumps({
-        "mode": "ncu", "op": op.name, "reference": str(op.reference), "device": r.device,
-        "seeds": op.config.verify.seeds, "events": str(events),
-        "shapes": [{"id": w.id, "index": w.index, "params": w.shape.params, "dtype": w.shape.dtype,
-                    "variants": [variant_job(i, v) for i, v in picks[w.id]]} for w in shapes]}))
-    launched = [w.done.get(v.name, w.cached.get(v.name, {})).get("launched") for w in shapes for _, v in picks[w.id]]
-    guard = sorted({ncu.function_name(n) for names in launched for n in names or []}) if all(launched) else []
+    job_file, events = write_job(r, picks, "ncu")
+    guard = kernel_guard(r, picks)
     rep, log = r.out_dir / f"{r.stamp}.ncu-rep", r.out_dir / f"{r.stamp}.ncu.log"
     tmp_rep = rep.with_name(f".{rep.name}")   # ncu writes here; renamed into place when complete
-    cmd = ncu.command(r.ncu_path, op.config.ncu, tmp_rep, guard,
-                      [sys.executable, "-m", "pipeline.worker", str(job_file)])
+    cmd = ncu.command(r.ncu_path, op.config.ncu, tmp_rep, guard, worker_command(job_file))
     r.tracker.doing(f"{op.name}: ncu over {sum(len(picks[w.id]) for w in shapes)} variants of {len(shapes)} shape(s)")
     t0 = time.time()
     rc, found = ncu.run(cmd, log, op.config.ncu.timeout_s, child_env(r.gpu), r.track)

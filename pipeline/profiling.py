@@ -28,7 +28,7 @@ from typing import Any
 
 from rich.markup import escape
 
-from pipeline import evidence, host, ncupass, results, shard
+from pipeline import detail, evidence, host, ncupass, results, shard
 from pipeline.cache import ShapeWork, plan_shape, prune, shape_key, variant_key
 from pipeline.config import Config, NcuConfig, Shape
 from pipeline.errors import ConfigError, NoGpuError, ResultsError, SelectionError
@@ -222,8 +222,10 @@ class Lane:
             worker_log = f"{stamp}.worker.log"
             shutil.copyfile(wlog, out_dir / worker_log)
             picks, prof = ncupass.run(r)
-        return [assemble(w, prof if picks.get(w.id) else None, {v.name for _, v in picks.get(w.id, [])},
-                         op.config.ncu.select, worker_log) for w in works]
+            records = [assemble(w, prof if picks.get(w.id) else None, {v.name for _, v in picks.get(w.id, [])},
+                                op.config.ncu.select, worker_log) for w in works]
+            # the recommendation is known only now: the detail pass profiles it and what it is weighed against
+            return detail.run(r, records)
 
     def _local(self, jobs: list[Job]) -> list[ShapeWork]:
         """The jobs' shapes, pointing at files this lane can read."""

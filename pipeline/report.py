@@ -24,11 +24,12 @@ from typing import Any
 
 import jinja2
 
-from pipeline import analysis, catalogue, charts, display as fmt, recommend, results, shapeanalysis
+from pipeline import (analysis, catalogue, charts, detail, display as fmt, optimize_page, recommend, results,
+                      shapeanalysis)
 from pipeline.comparison import baseline_docs, baseline_for, compare_name, compare_page, diff_name, diff_page
 from pipeline.shapeanalysis import ShapeAnalysis, VariantAnalysis
 from pipeline.viewmodel import (Alert, Cell, Chart, Column, FamilyRank, Headline, IndexPage, Link, OpPage, ShapeView,
-                                Stat, Trace, VariantRow)
+                                Stat, Trace, VariantRow, WhyKernel, WhyView)
 
 BENCH_FILE = "bench.json"       # bench/rmsnorm.py --json output beside a results file: torch.compile times
 
@@ -501,7 +502,47 @@ def shape_view(shape: dict[str, Any], env: dict[str, Any], results_dir: Path, re
             {(v.get("ncu") or {}).get("report") for v in shape["variants"]} - {None, ncu_rec.get("report")})],
         log_href=_href(results_dir, reports_dir, ncu_rec.get("log")),
         worker_log_href=_href(results_dir, reports_dir, shape.get("worker_log")),
-        errors=list(shape.get("errors", [])))
+        errors=list(shape.get("errors", [])), why=_why(shape, results_dir, reports_dir))
+
+
+def _amount(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return "—"
+    if row["unit"] == "%":
+        return f"{row['value']:.1f} %"
+    value = fmt.bytes(row["value"]) if row["unit"] == "byte" else f"{row['value']:,.0f} {row['unit']}".rstrip()
+    return value + (f" ({row['per_request']:.1f} per request)" if row.get("per_request") else "")
+
+
+def _why(shape: dict[str, Any], results_dir: Path, reports_dir: Path) -> WhyView | None:
+    """The detail pass's kernels side by side, the recommended one first; None where the pass did not run."""
+    run = shape.get("detail")
+    picked = sorted((v for v in shape["variants"] if v.get("detail")), key=lambda v: v["detail"]["role"] != "recommended")
+    if not run or not picked:
+        return None
+    dominant = [max(v["detail"]["kernels"], key=lambda k: k.get("duration_ns") or 0, default={}) for v in picked]
+    reasons = sorted({r for k in dominant for r in k.get("stalls", {}) if r != "selected"},
+                     key=lambda r: -max(k.get("stalls", {}).get(r, 0) for k in dominant))[:8]
+    rows = [what for what, *_ in (*detail.MEMORY, *detail.HIT_RATES)]
+    rep = run.get("report")
+    kernels = [WhyKernel(
+        role=v["detail"]["role"], name=v["name"], median_ms=fmt.ms((v.get("timing") or {}).get("median_ms")),
+        kernels=", ".join(k["name"] for k in v["detail"]["kernels"]) or "none profiled",
+        lines=[(f"{Path(ln['file']).name}:{ln['line']}", f"{ln['share']:.0%}",
+                ", ".join(r.replace("_", " ") for r in ln["reasons"]), ln["text"]) for ln in k.get("lines", [])],
+        command=(f"ncu --import {shlex.quote(_display_path(results_dir, rep))} --nvtx-include "
+                 f"{shlex.quote(v['detail']['range'])} --page details" if rep else ""))
+        for v, k in zip(picked, dominant)]
+    said = [(s.text, s.metric) for other, v in zip(dominant[1:], picked[1:])
+            for s in detail.sentences(dominant[0], other, v["name"])]
+    return WhyView(
+        kernels=kernels,
+        stalls=[(r.replace("_", " "), [f"{k['stalls'][r]:.2f}" if r in k.get("stalls", {}) else "—" for k in dominant])
+                for r in reasons],
+        memory=[(what, [_amount(next((m for m in k.get("memory", []) if m["what"] == what), None)) for k in dominant])
+                for what in rows if any(m["what"] == what for k in dominant for m in k.get("memory", []))],
+        sentences=said, status=run.get("status", "—") + (f": {run['message']}" if run.get("message") else ""),
+        report_href=_href(results_dir, reports_dir, rep), wall=f"{run.get('wall_s', 0):.1f} s for {run.get('kernels')} kernel(s)")
 
 
 def _environment(doc: dict[str, Any]) -> list[tuple[str, str]]:
@@ -596,7 +637,8 @@ def digest(paths: list[Path], replayed: bool) -> str:
     h = hashlib.sha256(f"{replayed}\n".encode())
     here = Path(__file__).parent
     code = [here / f for f in ("report.py", "viewmodel.py", "charts.py", "analysis.py", "recommend.py",
-                               "shapeanalysis.py", "compare.py", "comparison.py", "display.py", "catalogue.py")]
+                               "shapeanalysis.py", "compare.py", "comparison.py", "display.py", "catalogue.py", "detail.py",
+                               "optimize_page.py")]
     benches = [p.parent / BENCH_FILE for p in paths if (p.parent / BENCH_FILE).is_file()]
     for f in [*paths, *benches, *code, *sorted((here / "templates").iterdir())]:
         h.update(f"{f.name}\n".encode() + f.read_bytes())
@@ -670,8 +712,13 @@ def render(paths: list[Path], reports_dir: Path, replayed: bool, index: list[Pat
     for p in listed:
         by_op.setdefault(docs[p]["op"], []).append(p)
     multi = {op: ps for op, ps in by_op.items() if len(ps) > 1}
-    inputs = digest(listed + [bp for bp, _ in diffs.values()], replayed)
-    extra = [reports_dir / compare_name(op) for op in multi] + [reports_dir / diff_name(names[p]) for p in diffs]
+    # each `optimize` run beside a results file: its history page (optimize_page)
+    optimized = {p: [(log, optimize_page.page_name(names[p], log.parent.name)) for log in optimize_page.runs(p.parent)]
+                 for p in listed}
+    inputs = digest(listed + [bp for bp, _ in diffs.values()] + [log for runs in optimized.values() for log, _ in runs],
+                    replayed)
+    extra = [reports_dir / compare_name(op) for op in multi] + [reports_dir / diff_name(names[p]) for p in diffs] \
+        + [reports_dir / name for runs in optimized.values() for _, name in runs]
     if _current(inputs, [reports_dir / n for n in names.values()] + extra, reports_dir):
         return [reports_dir / "index.html", *(reports_dir / names[p] for p in listed), *extra]
     todo = [p for p in listed if p in paths or not (reports_dir / names[p]).exists()]
@@ -679,6 +726,7 @@ def render(paths: list[Path], reports_dir: Path, replayed: bool, index: list[Pat
 
     def related(p: Path) -> list[Link]:
         out = [Link(compare_name(docs[p]["op"]), "this op on every GPU")] if docs[p]["op"] in multi else []
+        out += [Link(name, f"optimisation run {log.parent.name}") for log, name in optimized[p]]
         return out + ([Link(diff_name(names[p]), "against the baseline")] if p in diffs else [])
 
     analyses = {p: shapeanalysis.analyze_doc(docs[p]) for p in todo}
@@ -689,6 +737,11 @@ def render(paths: list[Path], reports_dir: Path, replayed: bool, index: list[Pat
         out = reports_dir / page.filename
         results.write_atomic(out, env.get_template("op.html").render(page=page))
         written.append(out)
+    for p, runs in optimized.items():
+        for log, name in runs:
+            view = optimize_page.run_view(log, name, names[p])
+            results.write_atomic(reports_dir / name, env.get_template("optimize.html").render(page=view))
+            written.append(reports_dir / name)
     compares = []
     for op, ps in multi.items():
         cp = compare_page(op, [(docs[p], names[p]) for p in ps], replayed)

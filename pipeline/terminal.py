@@ -47,7 +47,7 @@ def time_split(console: Console, paths: list[Path], report_s: float, started: fl
     """Where this run's time went, from the shapes measured in it (cached shapes cost nothing); `started`:
     the process's start on the monotonic clock."""
     since = time.time() - (time.monotonic() - started)
-    split = {"compile": 0.0, "verify": 0.0, "time": 0.0, "ncu": 0.0}
+    split = {"compile": 0.0, "verify": 0.0, "time": 0.0, "ncu": 0.0, "detail": 0.0}
     hidden = 0.0      # compile seconds that ran between an op's measuring and the next op's, under ncu
     for path in paths:
         for shape in results.load(path)["shapes"]:

@@ -135,6 +135,29 @@ class Headline:
 
 
 @dataclass
+class WhyKernel:
+    role: str
+    name: str
+    median_ms: str
+    kernels: str
+    lines: list[tuple[str, str, str, str]]   # (file:line, share of stall samples, top reasons, source text)
+    command: str                              # prints its detail sections from the detail report
+
+
+@dataclass
+class WhyView:
+    """The detail pass of one shape (pipeline/detail.py): where each kernel's warps stall, how its memory
+    traffic reaches L1, L2 and DRAM, and one sentence per difference that matters."""
+    kernels: list[WhyKernel]
+    stalls: list[tuple[str, list[str]]]        # reason -> cycles per issued instruction, per kernel
+    memory: list[tuple[str, list[str]]]        # row -> value (and per request), per kernel
+    sentences: list[tuple[str, str]]          # (text, metric)
+    status: str
+    report_href: str
+    wall: str
+
+
+@dataclass
 class ShapeView:
     id: str
     anchor: str
@@ -162,6 +185,7 @@ class ShapeView:
     log_href: str
     worker_log_href: str
     errors: list[str]
+    why: WhyView | None = None          # the detail pass; None where it did not run
 
 
 @dataclass

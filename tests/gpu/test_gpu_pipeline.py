@@ -35,6 +35,13 @@ def test_profile_small_odd_shape_end_to_end(tmp_path):
     assert analysis.m(k, analysis.SM) is not None and analysis.m(k, "launch__grid_size") >= 1
     assert best["ncu"]["range"] == f"s0.v{best['index']}" and (tmp_path / best["ncu"]["report"]).parent
     assert recommend.recommend(shape).variant["stem"] == "flat_1d"
+    # the detail pass: the recommended kernel again, with warp-state stalls and its hottest Triton source lines
+    assert shape["detail"]["status"] == "ok" and (path.parent / shape["detail"]["report"]).is_file()
+    (k,) = best["detail"]["kernels"]
+    assert best["detail"]["role"] == "recommended" and k["stalls"] and k["stalls"]["long_scoreboard"] > 0
+    assert any(ln["file"].endswith("flat_1d.py") and "tl." in ln["text"] for ln in k["lines"])
+    assert any(m["what"] == "DRAM read" and m["value"] > 0 for m in k["memory"])
+    assert all("detail" not in v for v in shape["variants"] if v is not best)
 
 
 def test_one_worker_compiles_the_next_op_while_ncu_profiles_the_one_before(tmp_path):
