@@ -2,11 +2,13 @@
 (tests/fixtures/optimize/canned_proposer.py) offers a faster kernel, a broken one, a wrong one, a cheating one,
 one with a 4-D grid and one tuned to the tuning shape only. Only the faster correct one is promoted, and the
 history says why each other one was not."""
+import html
 import json
 import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 
 import pytest
 
@@ -115,3 +117,18 @@ def test_a_proposer_past_its_time_limit_is_killed_and_its_files_unused(tmp_path)
     left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
     assert left == [], "the proposer outlived its limit"
     assert not list((root / "kernels" / "softmax_opt").glob("opt_*"))
+
+
+def test_the_history_page_shows_each_candidate_its_verdict_and_the_time_per_step(run):
+    from pipeline import optimize_page, report
+    _, log, folder, _ = run
+    view = optimize_page.run_view(folder / "log.json", "x.html", "softmax_opt.html")
+    assert [s.wall for s in view.steps] == [f"{s['wall_s']:.1f} s" for s in log["steps"]]
+    first = {c.name.removeprefix("grid_and_parallel_s1_"): c for c in view.steps[0].candidates}
+    assert first["fast"].verdict == "promoted" and first["fast"].speedup.endswith("×")
+    assert first["overfit"].verdict == "rejected" and "held-out shape wide: incorrect" in first["overfit"].reason
+    assert first["broken"].verdict == "refused" and "SyntaxError" in first["broken"].reason
+    assert view.steps[0].promoted.startswith("grid_and_parallel_s1_fast (")
+    assert dict(view.verdicts) == dict(Counter(c["verdict"] for s in log["steps"] for c in s["candidates"]))
+    page = report.environment().get_template("optimize.html").render(page=view)
+    assert "held-out shape wide: incorrect" in html.unescape(page)
