@@ -8,7 +8,7 @@ from testenv import FIXTURES, REPO
 from pipeline import analysis, recommend, results
 
 FIX = FIXTURES / "profiles" / "nvidia-h100-80gb-hbm3" / "rmsnorm" / "results.json"
-SAMPLE = REPO / "profiles" / "nvidia-h200" / "rmsnorm" / "results.json"
+SAMPLE = FIXTURES / "samples-h200" / "nvidia-h200" / "rmsnorm" / "results.json"
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pipeline import cache, catalogue, config, ops, report, results, shapeanalys
 from pipeline.errors import ConfigError
 from pipeline.stages import STAGES
 
-SAMPLE = REPO / "profiles" / "nvidia-h200" / "rmsnorm" / "results.json"
+SAMPLE = FIXTURES / "samples-h200" / "nvidia-h200" / "rmsnorm" / "results.json"
 
 
 def write(tmp_path, name, text):

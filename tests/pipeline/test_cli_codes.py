@@ -72,7 +72,7 @@ def test_errors_go_to_stderr_and_name_what_exists():
 
 
 def test_internal_error_exit_70_one_line_and_traceback_log(tmp_path):
-    doc = results.load(REPO / "profiles" / "nvidia-h200" / "softmax" / "results.json")
+    doc = results.load(FIXTURES / "samples-h200" / "nvidia-h200" / "softmax" / "results.json")
     del doc["shapes"][0]["variants"][0]["status"]       # past the schema check, a record the code cannot read
     broken = tmp_path / "results.json"
     results.save(broken, doc)
@@ -94,7 +94,7 @@ def test_internal_error_exit_70_one_line_and_traceback_log(tmp_path):
 def test_internal_error_names_the_file_an_os_error_names(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    sample = REPO / "profiles" / "nvidia-h200" / "softmax" / "results.json"
+    sample = FIXTURES / "samples-h200" / "nvidia-h200" / "softmax" / "results.json"
     proc = cli("report", sample, "--reports-dir", blocker / "reports")
     assert proc.returncode == 70
     found = re.fullmatch(rf"error: internal error at {re.escape(str(blocker / 'reports'))}: NotADirectoryError: .*; "
@@ -129,7 +129,7 @@ def test_gate_json_carries_the_verdict_and_the_exit_code():
 
 
 def test_the_index_lists_ops_whose_pages_are_not_rendered_again(tmp_path):
-    softmax, matmul = (REPO / "profiles" / "nvidia-h200" / op / "results.json" for op in ("softmax", "matmul"))
+    softmax, matmul = (FIXTURES / "samples-h200" / "nvidia-h200" / op / "results.json" for op in ("softmax", "matmul"))
     out = tmp_path / "reports"
     report.render([softmax, matmul], out, replayed=True)
     (out / "old_op.html").write_text("")        # the page of an op listed before, whose results are gone
@@ -265,7 +265,7 @@ def test_sigterm_and_sighup_stop_a_run_like_ctrl_c(tmp_path, sig):
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="charts are drawn in one process on one core")
 def test_sigterm_while_charts_are_drawn_ends_the_drawing_processes(tmp_path):
-    sample = REPO / "profiles" / "nvidia-h200" / "rmsnorm" / "results.json"
+    sample = FIXTURES / "samples-h200" / "nvidia-h200" / "rmsnorm" / "results.json"
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", "report", str(sample), "--reports-dir",
                              str(tmp_path / "reports")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=REPO)

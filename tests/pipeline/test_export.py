@@ -8,7 +8,7 @@ from testenv import FIXTURES, REPO
 from pipeline import config, export, ingest, ops, results
 from pipeline.errors import SelectionError
 
-SAMPLE = REPO / "profiles" / "nvidia-h200" / "rmsnorm" / "results.json"
+SAMPLE = FIXTURES / "samples-h200" / "nvidia-h200" / "rmsnorm" / "results.json"
 SEED = (REPO / "kernels" / "rmsnorm" / "seed_2d_tiles.py").read_text()
 
 

@@ -111,7 +111,7 @@ def flow(venv, tmp_path_factory):
     shutil.copytree(REPO / "kernels" / "softmax", project / "kernels" / "softmax")
     copied = project / "profiles" / "nvidia-h200" / "softmax"
     copied.mkdir(parents=True)
-    shutil.copy(REPO / "profiles" / "nvidia-h200" / "softmax" / "results.json", copied)
+    shutil.copy(FIXTURES / "samples-h200" / "nvidia-h200" / "softmax" / "results.json", copied)
 
     out["list"] = json.loads(run("list", "--json").stdout)
     out["profile"] = run("profile", "--device", "cpu", "--op", "tiny", "--json-summary", "summary.json")
@@ -199,7 +199,7 @@ def test_export_and_prompt_read_sources_from_this_project(flow):
     project, _, out = flow
     metrics = json.loads(out["export"].stdout)
     assert metrics and all("gpu__time_duration.sum" in m for m in metrics.values())
-    doc = json.loads((REPO / "profiles" / "nvidia-h200" / "softmax" / "results.json").read_text())
+    doc = json.loads((FIXTURES / "samples-h200" / "nvidia-h200" / "softmax" / "results.json").read_text())
     from pipeline import recommend
     best = recommend.recommend(doc["shapes"][0]).variant
     assert (project / best["file"]).read_text().strip() in out["prompt"].stdout

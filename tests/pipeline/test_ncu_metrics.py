@@ -158,7 +158,7 @@ def test_metric_availability_by_base_name():
 def test_one_report_per_op_attributes_kernels_to_shape_and_variant():
     """The recorded H200 softmax sample: one ncu process profiled the family-best variants of all three
     shapes; each kernel is found under its s<shape>.v<variant> range with the metrics the results file holds."""
-    sample = REPO / "profiles" / "nvidia-h200" / "softmax"
+    sample = FIXTURES / "samples-h200" / "nvidia-h200" / "softmax"
     doc = results.load(sample / "results.json")
     (name,) = {s["ncu"]["report"] for s in doc["shapes"]}
     read = metrics.read_report(sample / name, doc["environment"]["ncu_settings"]["metrics"])

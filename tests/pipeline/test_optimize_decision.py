@@ -1,13 +1,13 @@
-"""optimize's decision rule on real timings recorded on the H200 (profiles/nvidia-h200/): a candidate is
+"""optimize's decision rule on real timings recorded on the H200 (tests/fixtures/samples-h200/nvidia-h200/): a candidate is
 promoted only when it is faster than the current best beyond the tie on the tuning shapes, and correct on the
 held-out ones; and the stage prompt the `cmd` proposer reads, rendered from a recorded results file."""
 import pytest
 
-from testenv import REPO
+from testenv import FIXTURES, REPO
 from pipeline import optimize, recommend, results
 from pipeline.stages import STAGES
 
-H200 = REPO / "profiles" / "nvidia-h200"
+H200 = FIXTURES / "samples-h200" / "nvidia-h200"
 
 
 def records(op):

@@ -78,7 +78,7 @@ def test_neighbours_move_one_parameter_one_step_in_fixed_order():
 
 
 def h200(op, shape, name):
-    doc = results.load(REPO / "profiles" / "nvidia-h200" / op / "results.json")
+    doc = results.load(FIXTURES / "samples-h200" / "nvidia-h200" / op / "results.json")
     s = next(s for s in doc["shapes"] if s["id"] == shape)
     return next(v for v in s["variants"] if v["name"] == name), s, doc["environment"]
 

@@ -150,7 +150,7 @@ def test_ncu_profiles_the_fastest_config_of_each_family(tmp_path):
     """ncu.select family-best on the recorded H200 L1-36 timings: one variant per layout family, the fastest."""
     from pipeline import cache, config, ncupass, ops
     op = ops.load_op_dir(REPO / "kernels" / "rmsnorm", config.load_root(REPO / "pipeline.yaml"))
-    sample = results.load(REPO / "profiles" / "nvidia-h200" / "rmsnorm" / "results.json")
+    sample = results.load(FIXTURES / "samples-h200" / "nvidia-h200" / "rmsnorm" / "results.json")
     recorded = next(s for s in sample["shapes"] if s["id"] == "L1-36")
     timed = {v["name"]: v for v in recorded["variants"] if v["status"] == "ok" and v.get("timing")}
     work = cache.ShapeWork(op, op.config.op.shape_list(None)[0], 0, "k", list(enumerate(op.variants)), [], {})

@@ -226,7 +226,7 @@ def test_unchanged_inputs_are_not_rendered_again(tmp_path):
 def test_one_op_recorded_on_two_gpus_gets_a_page_per_gpu(tmp_path):
     """<gpu>/<op>/results.json: the H100 fixture and the H200 sample of rmsnorm are both rendered, neither
     overwrites the other, and the index links each GPU's page under its GPU's name."""
-    paths = [FIX, REPO / "profiles" / "nvidia-h200" / "rmsnorm" / "results.json"]
+    paths = [FIX, FIXTURES / "samples-h200" / "nvidia-h200" / "rmsnorm" / "results.json"]
     pages = report.render(paths, tmp_path, replayed=True)
     names = sorted(p.name for p in pages)
     assert names == ["index.html", "rmsnorm.gpus.html", "rmsnorm.nvidia-h100-80gb-hbm3.html",
@@ -242,7 +242,7 @@ def test_one_op_recorded_on_two_gpus_gets_a_page_per_gpu(tmp_path):
 
 def test_cluster_launch_shows_its_cluster_dims(tmp_path):
     """H200 sample: a shape won by a cluster launch says so beside the grid; the others do not."""
-    sample = REPO / "profiles" / "nvidia-h200" / "rmsnorm" / "results.json"
+    sample = FIXTURES / "samples-h200" / "nvidia-h200" / "rmsnorm" / "results.json"
     page = sections(report.render([sample], tmp_path, replayed=True)[1].read_text())
     seen = 0
     for shape in results.load(sample)["shapes"]:

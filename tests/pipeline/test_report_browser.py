@@ -10,11 +10,11 @@ import subprocess
 
 import pytest
 
-from testenv import REPO
+from testenv import FIXTURES, REPO
 from pipeline import recommend, report, results
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-SAMPLE = REPO / "profiles" / "nvidia-h200" / "rmsnorm" / "results.json"
+SAMPLE = FIXTURES / "samples-h200" / "nvidia-h200" / "rmsnorm" / "results.json"
 HOSTILE = "<script>alert(1)</script>"
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")

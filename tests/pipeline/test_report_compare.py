@@ -7,7 +7,7 @@ import sys
 from testenv import FIXTURES, REPO, slowed_copy
 from pipeline import analysis, compare, recommend, report, results
 
-SAMPLE = REPO / "profiles" / "nvidia-h200" / "rmsnorm" / "results.json"
+SAMPLE = FIXTURES / "samples-h200" / "nvidia-h200" / "rmsnorm" / "results.json"
 GATE = FIXTURES / "gate"
 BASE, REGRESSED = GATE / "base", GATE / "regressed"       # candidate recorded ~10 % slower on the same H100
 

@@ -2,7 +2,7 @@
 states why the winner wins (and what the baseline's failure is), ties are called ties, torch's wins get a red
 banner, compute-bound ops are shown through TFLOP/s, and the charts' labels stay apart.
 
-Every expectation is derived from the committed samples (profiles/nvidia-h200/) with recommend and analysis.
+Every expectation is derived from the committed samples (tests/fixtures/samples-h200/nvidia-h200/) with recommend and analysis.
 Needs `chromium` on PATH (Debian: `apt-get install -y chromium`); skipped without it. Set
 PIPELINE_REPORT_SCREENSHOTS=docs to refresh the screenshots in docs/.
 """
@@ -16,11 +16,11 @@ import subprocess
 
 import pytest
 
-from testenv import REPO, slowed_copy
+from testenv import FIXTURES, REPO, slowed_copy
 from pipeline import analysis, charts, recommend, report, results
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-SAMPLES = REPO / "profiles"
+SAMPLES = FIXTURES / "samples-h200"
 OPS = ("rmsnorm", "softmax", "matmul", "attn_scores")
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
