@@ -64,6 +64,7 @@ class Point:
     block_elems: float | None       # product of the config's BLOCK* values (block_elems below)
     recommended: bool
     tied: bool = False              # within noise of the recommended one (recommend.tied)
+    dram_bytes: float | None = None  # read + written by all its kernels (ncu), for the roofline
 
 
 @dataclass(frozen=True)
@@ -338,8 +339,54 @@ def _points(sa: ShapeAnalysis) -> list[Point]:
             name=v["name"], family=v.get("stem", v["name"]), status=v["status"],
             median_ms=tm and tm["median_ms"], p25_ms=tm and tm["p25_ms"], p75_ms=tm and tm["p75_ms"],
             sm_pct=analysis.m(k, analysis.SM), dram_pct=analysis.m(k, analysis.DRAM),
-            block_elems=block_elems(v.get("config") or {}), recommended=va.recommended, tied=va.tied))
+            block_elems=block_elems(v.get("config") or {}), recommended=va.recommended, tied=va.tied,
+            dram_bytes=analysis.dram_bytes(v)))
     return out
+
+
+@dataclass(frozen=True)
+class Roof:
+    """The measured ceilings of a roofline: FLOPs of the shape, copy bandwidth, matmul rate of its dtype."""
+    flops: float
+    gbs: float
+    tflops: float
+    dtype: str
+
+
+def roof(shape: dict[str, Any], env: dict[str, Any]) -> Roof | None:
+    ceil = analysis.ceilings(env)
+    gbs, rate = ceil.get("copy_gbs"), (ceil.get("matmul_tflops") or {}).get(shape.get("dtype", ""))
+    return Roof(shape["flops"], gbs, rate, shape.get("dtype", "")) if shape.get("flops") and gbs and rate else None
+
+
+def roofline_chart(points: list[Point], sty: dict[str, Style], rf: Roof, salt: str) -> str:
+    """Arithmetic intensity (the shape's FLOPs over the DRAM bytes ncu counted) against achieved TFLOP/s
+    (FLOPs over the event-timed median), under the measured copy-bandwidth slope and matmul-rate roof."""
+    pts = [p for p in points if p.dram_bytes and p.median_ms]
+    with matplotlib.rc_context(RC):
+        fig = Figure(figsize=(5.4, 4.0))
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        xs = [rf.flops / p.dram_bytes for p in pts]
+        ridge = rf.tflops * 1e12 / (rf.gbs * 1e9)                 # FLOP/byte where the two ceilings meet
+        lo, hi = min([*xs, ridge]) / 4, max([*xs, ridge]) * 4
+        grid = [lo * (hi / lo) ** (i / 200) for i in range(201)]
+        ax.plot(grid, [min(x * rf.gbs * 1e9, rf.tflops * 1e12) / 1e12 for x in grid], color="#444444", lw=1.2,
+                label=f"ceiling: copy {rf.gbs:,.0f} GB/s, {rf.dtype} matmul {rf.tflops:,.0f} TFLOP/s")
+        for fam in sorted({p.family for p in pts}):
+            fp = [p for p in pts if p.family == fam]
+            ax.scatter([rf.flops / p.dram_bytes for p in fp], [rf.flops / (p.median_ms * 1e-3) / 1e12 for p in fp],
+                       s=18, color=sty[fam].color, marker=sty[fam].marker, alpha=0.85, lw=0, label=_t(fam))
+        for p in pts:
+            if p.recommended:
+                ax.scatter([rf.flops / p.dram_bytes], [rf.flops / (p.median_ms * 1e-3) / 1e12], s=150, marker="*",
+                           color=sty[p.family].color, edgecolors="black", linewidths=0.8, zorder=5, label="recommended")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("arithmetic intensity (FLOP per DRAM byte, ncu)")
+        ax.set_ylabel("achieved TFLOP/s (CUDA events)")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=7.5)
+        return _svg(fig, salt)
 
 
 def floor(shape: dict[str, Any], env: dict[str, Any], lead: str) -> Floor | None:
@@ -359,12 +406,14 @@ class ShapeChartData:
     floor: Floor | None
     eager_ms: float | None
     lead: str
+    roof: Roof | None = None
 
 
 def chart_data(op: str, sa: ShapeAnalysis) -> ShapeChartData:
     shape = sa.shape
     return ShapeChartData(f"{op}/{shape['id']}", _points(sa), floor(shape, sa.environment, sa.lead),
-                          ((shape.get("reference") or {}).get("timing") or {}).get("median_ms"), sa.lead)
+                          ((shape.get("reference") or {}).get("timing") or {}).get("median_ms"), sa.lead,
+                          roof(shape, sa.environment))
 
 
 def shape_charts(data: ShapeChartData, sty: dict[str, Style]) -> list[Chart]:
@@ -395,7 +444,13 @@ def shape_charts(data: ShapeChartData, sty: dict[str, Style]) -> list[Chart]:
               "other dots at the same size differ in num_warps or split. "
               + (f"Not drawn (no BLOCK* config): {', '.join(no_block)}." if no_block else ""),
               Markup(block_chart(pts, sty, fl, salt + "/block"))),
-    ]
+    ] + ([Chart("Roofline",
+                "Each profiled variant: the shape's declared FLOPs over the DRAM bytes its kernels read and wrote "
+                "(ncu, dram__bytes_read.sum + dram__bytes_write.sum), against those FLOPs over its event-timed "
+                "median. Line: the measured ceilings, the device copy's bandwidth up to the ridge and the fastest "
+                "matmul repeat of this dtype above it. Variants that ncu did not profile have no DRAM bytes and "
+                "are not drawn.", Markup(roofline_chart(pts, sty, data.roof, salt + "/roofline")))]
+         if data.roof and any(p.dram_bytes and p.median_ms for p in pts) else [])
 
 
 def sweep(doc: dict[str, Any], analyses: list[ShapeAnalysis], sty: dict[str, Style], lead: str) -> Chart | None:
