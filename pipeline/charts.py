@@ -344,6 +344,31 @@ def _points(sa: ShapeAnalysis) -> list[Point]:
     return out
 
 
+STALL_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22"]
+
+
+def stall_chart(kernels: list[tuple[str, dict[str, float]]], reasons: list[str], salt: str) -> str:
+    """One stacked bar per kernel of the detail pass: its warp cycles per issued instruction split by stall
+    reason (`reasons`, the largest first; the rest summed as "other")."""
+    with matplotlib.rc_context(RC):
+        fig = Figure(figsize=(7.5, 0.55 * len(kernels) + 1.2))
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        ys = list(range(len(kernels)))[::-1]
+        left = [0.0] * len(kernels)
+        for i, r in enumerate([*reasons, "other"]):
+            vals = [(sum(v for k, v in st.items() if k not in reasons and k != "selected") if r == "other"
+                     else st.get(r, 0.0)) for _, st in kernels]
+            ax.barh(ys, vals, left=left, color=STALL_COLORS[i] if i < len(STALL_COLORS) else "#bbbbbb",
+                    label=r.replace("_", " "), height=0.6)
+            left = [a + b for a, b in zip(left, vals)]
+        ax.set_yticks(ys)
+        ax.set_yticklabels([_t(wrap(label)) for label, _ in kernels])
+        ax.set_xlabel("warp cycles per issued instruction, by stall reason (ncu WarpStateStats)")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=7.5)
+        return _svg(fig, salt)
+
+
 @dataclass(frozen=True)
 class Roof:
     """The measured ceilings of a roofline: FLOPs of the shape, copy bandwidth, matmul rate of its dtype."""

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
 
 from pipeline import (analysis, catalogue, charts, detail, display as fmt, optimize_page, recommend, results,
                       shapeanalysis)
@@ -542,7 +543,10 @@ def _why(shape: dict[str, Any], results_dir: Path, reports_dir: Path) -> WhyView
         memory=[(what, [_amount(next((m for m in k.get("memory", []) if m["what"] == what), None)) for k in dominant])
                 for what in rows if any(m["what"] == what for k in dominant for m in k.get("memory", []))],
         sentences=said, status=run.get("status", "—") + (f": {run['message']}" if run.get("message") else ""),
-        report_href=_href(results_dir, reports_dir, rep), wall=f"{run.get('wall_s', 0):.1f} s for {run.get('kernels')} kernel(s)")
+        report_href=_href(results_dir, reports_dir, rep), wall=f"{run.get('wall_s', 0):.1f} s for {run.get('kernels')} kernel(s)",
+        chart=Markup(charts.stall_chart([(f"{v['detail']['role'].split(' (')[0]}: {v['name']}", k.get("stalls", {}))
+                                         for v, k in zip(picked, dominant)], reasons,
+                                        f"{shape['id']}/stalls")))
 
 
 def _environment(doc: dict[str, Any]) -> list[tuple[str, str]]:

@@ -155,6 +155,7 @@ class WhyView:
     status: str
     report_href: str
     wall: str
+    chart: str = ""                           # Markup: the stall breakdown, one stacked bar per kernel
 
 
 @dataclass

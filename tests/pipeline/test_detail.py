@@ -91,6 +91,9 @@ def test_the_page_shows_why_the_winner_wins(tmp_path):
     assert "Why the winner wins" in section and "[dram__bytes_read.sum]" in section
     assert re.search(r"stalls on long scoreboard [\d.]+× more", section)
     assert rec["lines"][0]["text"] in section
+    chart = section.split("<h3>Stall breakdown</h3>")[1].split("</figure>")[0]
+    assert "<svg" in chart and "recommended: " in chart and "baseline: seed_2d_tiles" in chart
+    assert "long scoreboard" in chart and "other" in chart
 
 
 def test_without_the_pass_a_shape_has_no_section_and_prune_keeps_the_detail_files(tmp_path):
