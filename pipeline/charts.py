@@ -369,6 +369,27 @@ def stall_chart(kernels: list[tuple[str, dict[str, float]]], reasons: list[str],
         return _svg(fig, salt)
 
 
+def memory_chart(kernels: list[str], levels: list[tuple[str, list[float | None]]], salt: str) -> str:
+    """Grouped bars: the bytes each kernel of the detail pass moved at each memory level (sectors × 32 B at L1
+    and L2, bytes at DRAM), on a log axis; `levels`: (level, one value per kernel)."""
+    with matplotlib.rc_context(RC):
+        fig = Figure(figsize=(7.5, 3.2))
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        width = 0.8 / max(1, len(kernels))
+        for i, label in enumerate(kernels):
+            xs = [j + (i - (len(kernels) - 1) / 2) * width for j in range(len(levels))]
+            vals = [vs[i] or 0 for _, vs in levels]
+            ax.bar(xs, vals, width=width, color=STALL_COLORS[i % len(STALL_COLORS)], label=_t(wrap(label)))
+        ax.set_xticks(range(len(levels)))
+        ax.set_xticklabels([lvl for lvl, _ in levels])
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda x, _: analysis.fmt_bytes(x)))
+        ax.set_ylabel("bytes moved (ncu)")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=7.5)
+        return _svg(fig, salt)
+
+
 @dataclass(frozen=True)
 class Roof:
     """The measured ceilings of a roofline: FLOPs of the shape, copy bandwidth, matmul rate of its dtype."""

@@ -125,6 +125,24 @@ def sentences(win: dict[str, Any], other: dict[str, Any], who: str) -> list[Sent
     return out
 
 
+SECTOR_BYTES = 32
+# the memory chart's levels: the table rows whose traffic each sums
+LEVELS = (("L1 (global loads + stores)", ("L1 global loads", "L1 global stores")),
+          ("L2 (from L1, reads + writes)", ("L2 reads from L1", "L2 writes from L1")),
+          ("DRAM (reads + writes)", ("DRAM read", "DRAM write")))
+
+
+def bytes_by_level(kernel: dict[str, Any]) -> list[tuple[str, float | None]]:
+    """Bytes a kernel moved at L1, L2 and DRAM (sectors counted at 32 B); None where ncu gave no row."""
+    rows = {m["what"]: m for m in kernel.get("memory", [])}
+    out = []
+    for level, names in LEVELS:
+        got = [rows.get(n) for n in names]
+        out.append((level, None if None in got else
+                    sum(m["value"] * (SECTOR_BYTES if m["unit"] == "sector" else 1) for m in got)))
+    return out
+
+
 def command(base: list[str]) -> list[str]:
     """The main pass's ncu command (ncu.command) with its metric list swapped for the detail sections, and the
     kernels' source imported into the report (Triton's line info maps each PC to its Python line)."""

@@ -546,7 +546,11 @@ def _why(shape: dict[str, Any], results_dir: Path, reports_dir: Path) -> WhyView
         report_href=_href(results_dir, reports_dir, rep), wall=f"{run.get('wall_s', 0):.1f} s for {run.get('kernels')} kernel(s)",
         chart=Markup(charts.stall_chart([(f"{v['detail']['role'].split(' (')[0]}: {v['name']}", k.get("stalls", {}))
                                          for v, k in zip(picked, dominant)], reasons,
-                                        f"{shape['id']}/stalls")))
+                                        f"{shape['id']}/stalls")),
+        memory_chart=Markup(charts.memory_chart(
+            [f"{v['detail']['role'].split(' (')[0]}: {v['name']}" for v in picked],
+            [(level, [dict(detail.bytes_by_level(k))[level] for k in dominant]) for level, _ in detail.LEVELS],
+            f"{shape['id']}/memory")))
 
 
 def _environment(doc: dict[str, Any]) -> list[tuple[str, str]]:

@@ -156,6 +156,7 @@ class WhyView:
     report_href: str
     wall: str
     chart: str = ""                           # Markup: the stall breakdown, one stacked bar per kernel
+    memory_chart: str = ""                    # Markup: bytes moved at L1, L2 and DRAM, one bar per kernel
 
 
 @dataclass

@@ -94,6 +94,17 @@ def test_the_page_shows_why_the_winner_wins(tmp_path):
     chart = section.split("<h3>Stall breakdown</h3>")[1].split("</figure>")[0]
     assert "<svg" in chart and "recommended: " in chart and "baseline: seed_2d_tiles" in chart
     assert "long scoreboard" in chart and "other" in chart
+    memory = section.split("<h3>Memory traffic</h3>")[1].split("</figure>")[0]
+    assert "<svg" in memory and "DRAM (reads + writes)" in memory and "baseline: seed_2d_tiles" in memory
+
+
+def test_bytes_by_level_sum_the_table_rows():
+    k = next(v for v in picked(DOCS["rmsnorm"]["shapes"][0]).values())["detail"]["kernels"][0]
+    rows = {m["what"]: m["value"] for m in k["memory"]}
+    got = dict(detail.bytes_by_level(k))
+    assert got["DRAM (reads + writes)"] == rows["DRAM read"] + rows["DRAM write"]
+    assert got["L1 (global loads + stores)"] == 32 * (rows["L1 global loads"] + rows["L1 global stores"])
+    assert detail.bytes_by_level({"memory": []})[0][1] is None
 
 
 def test_without_the_pass_a_shape_has_no_section_and_prune_keeps_the_detail_files(tmp_path):
