@@ -385,6 +385,7 @@ def memory_chart(kernels: list[str], levels: list[tuple[str, list[float | None]]
         ax.set_xticklabels([lvl for lvl, _ in levels])
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(FuncFormatter(lambda x, _: analysis.fmt_bytes(x)))
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_ylabel("bytes moved (ncu)")
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=7.5)
         return _svg(fig, salt)

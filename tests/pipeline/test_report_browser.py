@@ -80,3 +80,19 @@ def test_clicking_a_header_sorts_the_variant_table(sample, tmp_path):
     up, down = [median[n] for n in asc[:len(names)]], [median[n] for n in desc[:len(names)]]
     assert set(asc[:len(names)]) == set(names) == set(desc[:len(names)])   # timed rows first, either way
     assert up == sorted(up) and down == sorted(down, reverse=True)          # equal medians may swap places
+
+
+def test_the_detail_section_and_the_roofline_load_in_the_browser(tmp_path):
+    """The detail pass recorded on the H100 (tests/fixtures/detail): its sentences, tables and two charts per
+    shape, and matmul's roofline, as the browser parses them."""
+    detail = FIXTURES / "detail" / "nvidia-h100-80gb-hbm3"
+    out = tmp_path / "reports"
+    report.render([detail / op / "results.json" for op in ("rmsnorm", "matmul")], out, replayed=True)
+    dom = chromium(tmp_path, "--dump-dom", (out / "rmsnorm.html").as_uri()).replace("<wbr>", "")
+    doc = results.load(detail / "rmsnorm" / "results.json")
+    assert dom.count("Why the winner wins") == len(doc["shapes"])
+    assert dom.count("<h3>Stall breakdown</h3>") == dom.count("<h3>Memory traffic</h3>") == len(doc["shapes"])
+    text = re.sub(r"<[^>]+>", "", dom)
+    assert re.search(r"seed_2d_tiles moves [\d.]+× the DRAM read bytes \[dram__bytes_read\.sum\]", text)
+    matmul = chromium(tmp_path, "--dump-dom", (out / "matmul.html").as_uri())
+    assert matmul.count("<h3>Roofline</h3>") == len(results.load(detail / "matmul" / "results.json")["shapes"])
