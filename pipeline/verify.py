@@ -22,6 +22,8 @@ from pipeline.build import build, compiled_kernels, kernel_trace
 from pipeline.config import Tolerance
 from pipeline.supervise import Events
 
+LEFT_THREADS = "the call left"     # the start of the reason a check gives for threads left running
+
 DTYPE = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 CHUNK = 1 << 26  # elements compared at once: bounds the comparison's extra memory at full shapes
 
@@ -197,7 +199,7 @@ def guarded_check(model: Any, inputs: list[Any], ref_out: torch.Tensor, tol: Tol
     fresh, why = guard.verdict(out, inputs)
     left = [t.name for t in threading.enumerate() if t not in before and t.is_alive()]
     if left and fresh:      # work still going on after the call returned escapes the timed events
-        fresh, why = False, f"the call left {len(left)} thread(s) running ({', '.join(left)})"
+        fresh, why = False, f"{LEFT_THREADS} {len(left)} thread(s) running ({', '.join(left)})"
     check = compare(out, ref_out, tol)
     memory = guard.allocated.get(out.untyped_storage().data_ptr()) if isinstance(out, torch.Tensor) else None
     check.update(sentinel=sentinel, poisoned=fresh and memory is not None, output_memory=memory)
@@ -332,4 +334,8 @@ def verify_variants(job: dict[str, Any], shape: dict[str, Any], ref_mod: ModuleT
                     result["launched_error"] = str(exc)
             passed[v["name"]] = model
         ev.emit("variant", result=result, shape=sid)
+        if any((c.get("reason") or "").startswith(LEFT_THREADS) for c in checks):
+            # its threads run on in this process and would act during the next variants' checks (under the
+            # interpreter they broke the next variant's launch): the parent restarts a worker on the rest
+            sys.exit(3)
     return passed

@@ -1,5 +1,7 @@
-"""A worker lost during one variant's check is not charged to that variant until it fails alone: here a
-variant leaves a thread behind that kills the worker while the next, correct, variant is being checked."""
+"""A variant's thread must never cost another variant its result: here a variant leaves a thread behind set
+to kill the worker during the next, correct, variant's check. The worker is restarted right after a variant
+that leaves threads running (verify.LEFT_THREADS), and a worker lost during a check is not charged to the
+variant being checked until it fails alone."""
 import os
 import shutil
 import subprocess
