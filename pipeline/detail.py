@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -288,11 +287,7 @@ def _lines(action: Any) -> list[dict[str, Any]]:
 
 def read_report(path: Path, install_dir: Path | None = None) -> dict[str, Any]:
     """{"by_range": {range: [kernel detail, ...]}}: each kernel's stalls, memory rows and top source lines."""
-    ncu_report = metrics.import_ncu_report(install_dir)
-    try:
-        report = ncu_report.load_report(str(path))
-    except Exception as exc:  # noqa: BLE001 - ncu_report raises its own types
-        raise ToolError(f"{path}: ncu_report could not read it: {exc}") from exc
+    report = metrics.load_report(path, install_dir)
     by_range: dict[str, list[dict[str, Any]]] = {}
     for r in range(report.num_ranges()):
         rng = report.range_by_idx(r)
@@ -308,13 +303,8 @@ def read_report(path: Path, install_dir: Path | None = None) -> dict[str, Any]:
 
 
 def read_report_isolated(path: Path, install_dir: Path | None) -> dict[str, Any]:
-    """read_report in a child process, as metrics.read_report_isolated and for the same reason."""
-    proc = subprocess.run([sys.executable, "-m", "pipeline.detail", str(path), str(install_dir or "")],
-                          capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
-        raise ToolError(f"{path}: reading the detail report failed: {last}")
-    return json.loads(proc.stdout)
+    """read_report in a child process (metrics.isolated)."""
+    return metrics.isolated("pipeline.detail", path, str(install_dir or ""))
 
 
 if __name__ == "__main__":

@@ -54,15 +54,20 @@ def ranges(action: Any) -> list[str]:
     return names
 
 
+def load_report(path: Path, install_dir: Path | None = None) -> Any:
+    """The report as ncu_report opens it; a file it cannot read is a ToolError naming it."""
+    ncu_report = import_ncu_report(install_dir)
+    try:
+        return ncu_report.load_report(str(path))
+    except Exception as exc:  # noqa: BLE001 - ncu_report raises its own types
+        raise ToolError(f"{path}: ncu_report could not read it: {exc}") from exc
+
+
 def read_report(path: Path, metric_names: list[str], install_dir: Path | None = None) -> dict[str, Any]:
     """{"by_range": {range name: [kernel, ...]}, "unattributed": [kernel, ...]}.
 
     A kernel is {"name", "metrics": {metric: {"value", "unit"}}, "missing": [metrics ncu did not give]}."""
-    ncu_report = import_ncu_report(install_dir)
-    try:
-        report = ncu_report.load_report(str(path))
-    except Exception as exc:  # noqa: BLE001 - ncu_report raises its own types
-        raise ToolError(f"{path}: ncu_report could not read it: {exc}") from exc
+    report = load_report(path, install_dir)
     by_range: dict[str, list[dict[str, Any]]] = {}
     unattributed: list[dict[str, Any]] = []
     for r in range(report.num_ranges()):
@@ -82,15 +87,21 @@ def read_report(path: Path, metric_names: list[str], install_dir: Path | None = 
     return {"by_range": by_range, "unattributed": unattributed}
 
 
-def read_report_isolated(path: Path, metric_names: list[str], install_dir: Path | None) -> dict[str, Any]:
-    """read_report in a child process: ncu_report crashed (SIGSEGV in metric.unit()) in processes that had
-    loaded matplotlib or torch first (measured on the H100), so the parent never loads it next to them."""
-    args = [sys.executable, "-m", "pipeline.metrics", str(path), json.dumps(metric_names), str(install_dir or "")]
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
+def isolated(module: str, path: Path, *args: str) -> dict[str, Any]:
+    """`python -m module path args...` and its JSON output: ncu_report crashed (SIGSEGV in metric.unit()) in
+    processes that had loaded matplotlib or torch first (measured on the H100), so the parent never loads it
+    next to them."""
+    proc = subprocess.run([sys.executable, "-m", module, str(path), *args], capture_output=True, text=True,
+                          timeout=600)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
         raise ToolError(f"{path}: reading the report failed: {last}")
     return json.loads(proc.stdout)
+
+
+def read_report_isolated(path: Path, metric_names: list[str], install_dir: Path | None) -> dict[str, Any]:
+    """read_report in a child process (isolated)."""
+    return isolated("pipeline.metrics", path, json.dumps(metric_names), str(install_dir or ""))
 
 
 if __name__ == "__main__":

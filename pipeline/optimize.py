@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 from rich.markup import escape
 
-from pipeline import host, ingest, profiling, recommend, results, search, shapeanalysis, supervise
+from pipeline import host, ingest, optimize_page, profiling, recommend, results, search, shapeanalysis, supervise
 from pipeline import ops as ops_mod
 from pipeline.config import Config, read_text
 from pipeline.errors import ConfigError, NoGpuError, PipelineError, ResultsError, SelectionError
@@ -43,7 +43,7 @@ from pipeline.stages import STAGES, Stage
 
 Say = Callable[[str], None]
 SCHEMA, SCHEMA_VERSION = "pipeline-optimize", 1
-LOG = "log.json"
+LOG = optimize_page.LOG
 CANDIDATES_ENV = "KERNEL_PIPELINE_CANDIDATES"
 CPU_NOTE = ("--device cpu: the Triton interpreter has no ncu counters; the loop runs on verified timings only "
             "(search: neighbours in fixed order)")

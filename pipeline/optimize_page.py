@@ -14,7 +14,7 @@ from typing import Any
 
 from pipeline import display
 
-LOG = "log.json"       # optimize.LOG, named here so that the report need not import the loop
+LOG = "log.json"       # a run folder's history; optimize writes it (named here: the report reads it without the loop)
 
 
 @dataclass(frozen=True)

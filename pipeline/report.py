@@ -534,6 +534,7 @@ def _why(shape: dict[str, Any], results_dir: Path, reports_dir: Path) -> WhyView
         command=(f"ncu --import {shlex.quote(_display_path(results_dir, rep))} --nvtx-include "
                  f"{shlex.quote(v['detail']['range'])} --page details" if rep else ""))
         for v, k in zip(picked, dominant)]
+    labels = [f"{v['detail']['role'].split(' (')[0]}: {v['name']}" for v in picked]   # chart legends
     said = [(s.text, s.metric) for other, v in zip(dominant[1:], picked[1:])
             for s in detail.sentences(dominant[0], other, v["name"])]
     return WhyView(
@@ -544,11 +545,10 @@ def _why(shape: dict[str, Any], results_dir: Path, reports_dir: Path) -> WhyView
                 for what in rows if any(m["what"] == what for k in dominant for m in k.get("memory", []))],
         sentences=said, status=run.get("status", "—") + (f": {run['message']}" if run.get("message") else ""),
         report_href=_href(results_dir, reports_dir, rep), wall=f"{run.get('wall_s', 0):.1f} s for {run.get('kernels')} kernel(s)",
-        chart=Markup(charts.stall_chart([(f"{v['detail']['role'].split(' (')[0]}: {v['name']}", k.get("stalls", {}))
-                                         for v, k in zip(picked, dominant)], reasons,
+        chart=Markup(charts.stall_chart([(label, k.get("stalls", {})) for label, k in zip(labels, dominant)], reasons,
                                         f"{shape['id']}/stalls")),
         memory_chart=Markup(charts.memory_chart(
-            [f"{v['detail']['role'].split(' (')[0]}: {v['name']}" for v in picked],
+            labels,
             [(level, [dict(detail.bytes_by_level(k))[level] for k in dominant]) for level, _ in detail.LEVELS],
             f"{shape['id']}/memory")))
 

@@ -42,7 +42,7 @@ def test_each_picked_kernel_has_stalls_memory_and_its_hottest_source_lines(op):
             assert k["stalls"] and max(k["stalls"], key=k["stalls"].get) != "selected"
             rows = {m["what"]: m for m in k["memory"]}
             assert rows["DRAM read"]["value"] > 0 and rows["DRAM read"]["metric"] == "dram__bytes_read.sum"
-            assert 1 <= len(k["lines"]) <= detail.TOP_LINES
+            assert k["lines"] and 0 < sum(ln["share"] for ln in k["lines"]) <= 1.0 + 1e-9
             assert all(a["samples"] >= b["samples"] for a, b in zip(k["lines"], k["lines"][1:]))
             # the hottest lines are Python source of the variant or of Triton's own library, with their text
             assert any(ln["file"].endswith(v["file"].split("/")[-1]) for ln in k["lines"])
