@@ -403,15 +403,15 @@ class Loop:
         fired, counters = search.rules(rec, shape, doc["environment"])
         stop = search.stops(fired)
         room = min(self.opts.batch, self.log["budget"] - self.log["spent"])
-        prop = search.propose(config, tuned, fired, evaluated, room) if not stop else None
+        prop = search.propose(config, tuned, fired, evaluated, room)
         step["proposer"] = {
             "kind": "search", "from": config, "counters": counters, "rules": [f.as_dict() for f in fired],
             "order": "rules" if fired else ("fixed (no counters)" if not counters else "fixed (no rule fired)"),
-            "stop": stop.as_dict() if stop else None,
-            "restricted": [{"config": c, "by": why} for c, why in (prop.restricted if prop else [])],
-            "left": prop.left if prop else 0}
-        if stop:
-            step["why_ended"] = f"{stop.rule}: {stop.metric} = {stop.value}"
+            "stop": stop.as_dict() if stop else None, "reach": search.REACHES[prop.reach - 1],
+            "restricted": [{"config": c, "by": why} for c, why in prop.restricted], "left": prop.left}
+        ended = search.ends(stop, bool(prop.candidates))
+        if ended:
+            step["why_ended"] = ended
             return []
         source = read_text(Path(best.file))
         out = []
@@ -550,15 +550,11 @@ class Loop:
             if chosen is not None:
                 self._promote(chosen, by_name[chosen.name], stage, step, sdir)
         promoted = step["promoted"] is not None
-        if self.opts.proposer == "search":
-            left = (step.get("proposer") or {}).get("left", 0)
-            ended = not proposed or (not promoted and not left)
-        else:
-            ended = not proposed or not promoted
+        # the search goes on until `propose` has nothing left (search.ends); a cmd proposer's stage ends at the
+        # first step that promotes nothing
+        ended = not proposed or (self.opts.proposer != "search" and not promoted)
         if not step["why_ended"] and ended:
-            step["why_ended"] = ("no candidates" if not proposed else
-                                 "no unevaluated neighbour left" if self.opts.proposer == "search" else
-                                 "no candidate promoted")
+            step["why_ended"] = "no candidates" if not proposed else "no candidate promoted"
         step["ends_stage"] = ended or bool(step["why_ended"])
 
     def _holdout(self, best: Variant, winners: list[Variant], sdir: Path,

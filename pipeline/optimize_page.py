@@ -82,7 +82,8 @@ def _led_by(step: dict[str, Any]) -> list[str]:
     p = step.get("proposer") or {}
     if p.get("kind") == "search":
         rules = [f"{r['rule']} ({r['metric']} = {r['value']})" for r in p.get("rules", [])]
-        return rules + [f"neighbour order: {p.get('order', '—')}"]
+        reach = [f"moves: {p['reach']}"] if p.get("reach") else []     # absent from runs recorded before reaches
+        return rules + [f"neighbour order: {p.get('order', '—')}"] + reach
     if p.get("kind") == "cmd":
         cmd = " ".join(p.get("command") or [])
         how = p.get("failed") or f"exit {p.get('exit_code')}"

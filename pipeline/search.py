@@ -152,15 +152,21 @@ class Move:
     param: str
     direction: int          # -1: one step down its list, +1: up
     config: dict[str, Any]
+    also: tuple[tuple[str, int], ...] = ()     # a two-parameter move's second (parameter, direction)
 
     @property
     def text(self) -> str:
-        return f"{self.param} {'down' if self.direction < 0 else 'up'} to {self.config[self.param]!r}"
+        return " and ".join(f"{p} {'down' if d < 0 else 'up'} to {self.config[p]!r}"
+                            for p, d in ((self.param, self.direction), *self.also))
+
+    def moves(self, k: str, direction: int) -> bool:
+        """Whether this move takes a parameter of kind `k` (search.kind) in `direction`."""
+        return any(kind(p) == k and d == direction for p, d in ((self.param, self.direction), *self.also))
 
 
-def neighbours(config: dict[str, Any], t: Tuning) -> list[Move]:
-    """One parameter one step, in the fixed order: SPACE's keys as written, down before up."""
-    moves = []
+def _steps(config: dict[str, Any], t: Tuning) -> list[tuple[str, int, Any]]:
+    """(parameter, direction, value) of every one-step change, in SPACE's order, down before up."""
+    out = []
     for param, values in t.values.items():
         cur = config[param]
         if cur in values:
@@ -171,10 +177,34 @@ def neighbours(config: dict[str, Any], t: Tuning) -> list[Move]:
             up = min((v for v in values if v > cur), default=None)
         else:
             down, up = None, None
-        for direction, value in ((-1, down), (1, up)):
-            if value is not None:
-                moves.append(Move(param, direction, {**config, param: value}))
-    return moves
+        out += [(param, d, v) for d, v in ((-1, down), (1, up)) if v is not None]
+    return out
+
+
+REACHES = ("one parameter one step", "one parameter to any value", "two parameters one step each")
+
+
+def neighbours(config: dict[str, Any], t: Tuning, reach: int = 1) -> list[Move]:
+    """The moves of one reach (REACHES), each in the fixed order: SPACE's keys as written, down before up.
+    1: one parameter one step. 2: one parameter to any other value of its list, nearest first (across a plateau
+    of steps each within the tie). 3: two parameters one step each (the moves a restriction coupling two
+    parameters, a tile and the warps that hold it, lets through only together)."""
+    steps = _steps(config, t)
+    if reach == 1:
+        return [Move(p, d, {**config, p: v}) for p, d, v in steps]
+    if reach == 2:
+        far = []
+        for param, values in t.values.items():
+            if config[param] not in values:
+                continue
+            i = values.index(config[param])
+            for dist in range(2, len(values)):
+                far += [Move(param, d, {**config, param: values[j]}) for d, j in ((-1, i - dist), (1, i + dist))
+                        if 0 <= j < len(values)]
+        return sorted(far, key=lambda m: abs(t.values[m.param].index(m.config[m.param])
+                                             - t.values[m.param].index(config[m.param])))
+    return [Move(p, d, {**config, p: v, q: w}, ((q, e),))
+            for i, (p, d, v) in enumerate(steps) for q, e, w in steps[i + 1:] if q != p]
 
 
 @dataclass(frozen=True)
@@ -244,7 +274,7 @@ def ordered(moves: list[Move], fired: list[Fired]) -> list[tuple[Move, str]]:
 
     def rank(m: Move) -> tuple[int, str]:
         for i, (f, (k, d)) in enumerate(wanted):
-            if kind(m.param) == k and m.direction == d:
+            if m.moves(k, d):
                 return i, f"{f.rule} ({f.metric} = {f.value}): {k} {'down' if d < 0 else 'up'}"
         return len(wanted), "fixed order" if fired else "fixed order (no rule fired)"
     ranked = [(rank(m), n, m) for n, m in enumerate(moves)]
@@ -261,20 +291,37 @@ class Proposal:
     candidates: list[tuple[dict[str, Any], str]]       # (config, why it was chosen now)
     restricted: list[tuple[dict[str, Any], str]]       # neighbours RESTRICT refused, with the restriction
     left: int                                           # allowed, unevaluated neighbours not taken this step
+    reach: int = 1                                      # parameters each candidate moves (see neighbours)
 
 
 def propose(config: dict[str, Any], t: Tuning, fired: list[Fired], evaluated: set[str], limit: int) -> Proposal:
-    """Up to `limit` unevaluated neighbours of `config` that RESTRICT allows, most wanted first."""
-    picked, restricted = [], []
-    for move, why in ordered(neighbours(config, t), fired):
-        if key(move.config) in evaluated:
-            continue
-        broken = violated(move.config, t)
-        if broken is not None:
-            restricted.append((move.config, f"RESTRICT[{broken.index}] {broken.text!r}"))
-            continue
-        picked.append((move.config, f"{move.text}: {why}"))
-    return Proposal(picked[:limit], restricted, max(0, len(picked) - limit))
+    """Up to `limit` unevaluated neighbours of `config` that RESTRICT allows, most wanted first, from the nearest
+    reach (REACHES) that has any left. At the roofline (`stops`) only one-parameter moves (reaches 1 and 2)."""
+    last = 2 if stops(fired) else len(REACHES)
+    for reach in range(1, last + 1):
+        picked, restricted = [], []
+        for move, why in ordered(neighbours(config, t, reach), fired):
+            if key(move.config) in evaluated:
+                continue
+            broken = violated(move.config, t)
+            if broken is not None:
+                restricted.append((move.config, f"RESTRICT[{broken.index}] {broken.text!r}"))
+                continue
+            picked.append((move.config, f"{move.text}: {why}"))
+        if picked:
+            break
+    return Proposal(picked[:limit], restricted, max(0, len(picked) - limit), reach)
+
+
+def ends(stop: Fired | None, proposed: bool) -> str | None:
+    """Why the search ends, or None while `propose` has candidates. At the roofline it ends once every
+    one-parameter neighbour is measured, rather than at once: on the H100 the first configuration over 90 % of the
+    roofline was often 5 % slower than the space's best (rmsnorm L1-36: 92 % against 97 %), past the tie margin."""
+    if proposed:
+        return None
+    if stop is not None:
+        return f"{stop.rule}: {stop.metric} = {stop.value}, and every one-parameter neighbour measured"
+    return f"no unevaluated neighbour left ({', '.join(REACHES)})"
 
 
 def every_config(t: Tuning, base: dict[str, Any]) -> list[dict[str, Any]]:
