@@ -11,6 +11,7 @@ from typing import Any
 
 # the metric names the rules read: defined in the catalogue, used as analysis.SM etc. across the package
 from pipeline.catalogue import DRAM, DUR, L2_HIT, MEM, READ, SM, THEORETICAL, WARPS, WAVES, WRITE  # noqa: F401
+from pipeline.catalogue import FLOP_WEIGHTS, TENSOR_INST
 
 THRESHOLDS: dict[str, tuple[float, str]] = {
     "busy_pct": (60.0, "a unit (SM, or DRAM) at or above this % of its peak is the limiter: memory- or "
@@ -145,6 +146,20 @@ def dram_bytes(variant: dict[str, Any]) -> float | None:
     if not vals or any(r is None or w is None for r, w in vals):
         return None
     return sum(r + w for r, w in vals)
+
+
+def ncu_flops(variant: dict[str, Any]) -> float | None:
+    """Floating-point operations ncu counted over all kernels of the variant (catalogue.FLOP_WEIGHTS); None when
+    a kernel has none of the counters, or used the tensor pipe while no tensor-path counter was collected."""
+    total = 0.0
+    for k in (variant.get("ncu") or {}).get("kernels") or []:
+        got = {n: m(k, n) for n in FLOP_WEIGHTS}
+        counted = {n: v for n, v in got.items() if v is not None}
+        tensor = [v for n, v in counted.items() if n.startswith("sm__ops_path_tensor")]
+        if not counted or ((m(k, TENSOR_INST) or 0) > 0 and not tensor):
+            return None
+        total += sum(v * FLOP_WEIGHTS[n] for n, v in counted.items())
+    return total if (variant.get("ncu") or {}).get("kernels") else None
 
 
 def ceilings(env: dict[str, Any]) -> dict[str, Any]:

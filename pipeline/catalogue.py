@@ -22,6 +22,17 @@ WAVES = "launch__waves_per_multiprocessor"
 
 PCT = ".1f"
 
+# ncu's FLOP counters and the operations each event counts, as ncu's roofline sections weigh them: a fused
+# multiply-add is two. The tensor-core path's counters count operations already: on the H100 (ncu 2025.3.1)
+# sm__ops_path_tensor_src_fp16.sum read exactly 2·M·N·K for a 4096³ matmul. Names ncu does not list for a GPU
+# are skipped there (ncu.available); TENSOR_INST then tells whether the tensor path ran uncounted.
+FLOP_WEIGHTS: dict[str, int] = {
+    **{f"smsp__sass_thread_inst_executed_op_{p}{op}_pred_on.sum": w
+       for p in "fhd" for op, w in (("fma", 2), ("add", 1), ("mul", 1))},
+    **{f"sm__ops_path_tensor_src_{src}.sum": 1 for src in ("fp16", "bf16_dst_fp32", "tf32_dst_fp32", "fp8", "fp64")},
+}
+TENSOR_INST = "sm__inst_executed_pipe_tensor.sum"
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -83,6 +94,9 @@ METRICS: list[Metric] = [
     *(Metric(f"launch__cluster_dim_{a}", f"cluster {a}", "", what=f"cluster blocks along {a}") for a in "xyz"),
     # how many clusters fit on the GPU at once (a cluster must sit within one GPC)
     Metric("launch__cluster_max_active", "active clusters", "cluster", what="clusters resident at once"),
+    *(Metric(name, name.split("__", 1)[1].removesuffix(".sum"), "inst" if "sass" in name else "",
+             what=f"FLOP counter (× {w} per event)") for name, w in FLOP_WEIGHTS.items()),
+    Metric(TENSOR_INST, "tensor instructions", "inst", what="instructions issued to the tensor pipe"),
     # collected only by an optimisation stage (profile --stage)
     Metric("smsp__sass_average_data_bytes_per_sector_mem_global_op_ld.pct", "load bytes / sector %", "%", PCT,
            "useful bytes per sector of global loads, %", default=False, core=True),

@@ -65,6 +65,7 @@ class Point:
     recommended: bool
     tied: bool = False              # within noise of the recommended one (recommend.tied)
     dram_bytes: float | None = None  # read + written by all its kernels (ncu), for the roofline
+    flops: float | None = None       # its FLOPs for the roofline: ncu's count, else the shape's declared FLOPs
 
 
 @dataclass(frozen=True)
@@ -340,7 +341,7 @@ def _points(sa: ShapeAnalysis) -> list[Point]:
             median_ms=tm and tm["median_ms"], p25_ms=tm and tm["p25_ms"], p75_ms=tm and tm["p75_ms"],
             sm_pct=analysis.m(k, analysis.SM), dram_pct=analysis.m(k, analysis.DRAM),
             block_elems=block_elems(v.get("config") or {}), recommended=va.recommended, tied=va.tied,
-            dram_bytes=analysis.dram_bytes(v)))
+            dram_bytes=analysis.dram_bytes(v), flops=analysis.ncu_flops(v) or sa.shape.get("flops")))
     return out
 
 
@@ -393,8 +394,7 @@ def memory_chart(kernels: list[str], levels: list[tuple[str, list[float | None]]
 
 @dataclass(frozen=True)
 class Roof:
-    """The measured ceilings of a roofline: FLOPs of the shape, copy bandwidth, matmul rate of its dtype."""
-    flops: float
+    """The measured ceilings of a roofline: copy bandwidth, and the matmul rate of the shape's dtype."""
     gbs: float
     tflops: float
     dtype: str
@@ -403,31 +403,38 @@ class Roof:
 def roof(shape: dict[str, Any], env: dict[str, Any]) -> Roof | None:
     ceil = analysis.ceilings(env)
     gbs, rate = ceil.get("copy_gbs"), (ceil.get("matmul_tflops") or {}).get(shape.get("dtype", ""))
-    return Roof(shape["flops"], gbs, rate, shape.get("dtype", "")) if shape.get("flops") and gbs and rate else None
+    return Roof(gbs, rate, shape.get("dtype", "")) if gbs and rate else None
+
+
+def _placed(points: list[Point]) -> list[Point]:
+    """The points a roofline can place: FLOPs, DRAM bytes and an event-timed median."""
+    return [p for p in points if p.flops and p.dram_bytes and p.median_ms]
 
 
 def roofline_chart(points: list[Point], sty: dict[str, Style], rf: Roof, salt: str) -> str:
-    """Arithmetic intensity (the shape's FLOPs over the DRAM bytes ncu counted) against achieved TFLOP/s
-    (FLOPs over the event-timed median), under the measured copy-bandwidth slope and matmul-rate roof."""
-    pts = [p for p in points if p.dram_bytes and p.median_ms]
+    """Arithmetic intensity (each variant's FLOPs over the DRAM bytes ncu counted) against achieved TFLOP/s
+    (those FLOPs over the event-timed median), under the measured copy-bandwidth slope and matmul-rate roof."""
+    pts = _placed(points)
+
+    def xy(p: Point) -> tuple[float, float]:
+        return p.flops / p.dram_bytes, p.flops / (p.median_ms * 1e-3) / 1e12
     with matplotlib.rc_context(RC):
         fig = Figure(figsize=(5.4, 4.0))
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()
-        xs = [rf.flops / p.dram_bytes for p in pts]
+        xs = [xy(p)[0] for p in pts]
         ridge = rf.tflops * 1e12 / (rf.gbs * 1e9)                 # FLOP/byte where the two ceilings meet
         lo, hi = min([*xs, ridge]) / 4, max([*xs, ridge]) * 4
         grid = [lo * (hi / lo) ** (i / 200) for i in range(201)]
         ax.plot(grid, [min(x * rf.gbs * 1e9, rf.tflops * 1e12) / 1e12 for x in grid], color="#444444", lw=1.2,
                 label=f"ceiling: copy {rf.gbs:,.0f} GB/s, {rf.dtype} matmul {rf.tflops:,.0f} TFLOP/s")
         for fam in sorted({p.family for p in pts}):
-            fp = [p for p in pts if p.family == fam]
-            ax.scatter([rf.flops / p.dram_bytes for p in fp], [rf.flops / (p.median_ms * 1e-3) / 1e12 for p in fp],
-                       s=18, color=sty[fam].color, marker=sty[fam].marker, alpha=0.85, lw=0, label=_t(fam))
+            fx, fy = zip(*(xy(p) for p in pts if p.family == fam))
+            ax.scatter(fx, fy, s=18, color=sty[fam].color, marker=sty[fam].marker, alpha=0.85, lw=0, label=_t(fam))
         for p in pts:
             if p.recommended:
-                ax.scatter([rf.flops / p.dram_bytes], [rf.flops / (p.median_ms * 1e-3) / 1e12], s=150, marker="*",
-                           color=sty[p.family].color, edgecolors="black", linewidths=0.8, zorder=5, label="recommended")
+                ax.scatter(*xy(p), s=150, marker="*", color=sty[p.family].color, edgecolors="black",
+                           linewidths=0.8, zorder=5, label="recommended")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("arithmetic intensity (FLOP per DRAM byte, ncu)")
@@ -492,12 +499,14 @@ def shape_charts(data: ShapeChartData, sty: dict[str, Style]) -> list[Chart]:
               + (f"Not drawn (no BLOCK* config): {', '.join(no_block)}." if no_block else ""),
               Markup(block_chart(pts, sty, fl, salt + "/block"))),
     ] + ([Chart("Roofline",
-                "Each profiled variant: the shape's declared FLOPs over the DRAM bytes its kernels read and wrote "
-                "(ncu, dram__bytes_read.sum + dram__bytes_write.sum), against those FLOPs over its event-timed "
-                "median. Line: the measured ceilings, the device copy's bandwidth up to the ridge and the fastest "
-                "matmul repeat of this dtype above it. Variants that ncu did not profile have no DRAM bytes and "
-                "are not drawn.", Markup(roofline_chart(pts, sty, data.roof, salt + "/roofline")))]
-         if data.roof and any(p.dram_bytes and p.median_ms for p in pts) else [])
+                "Each profiled variant: the FLOPs ncu counted in its kernels (sass FMA counted twice, tensor-path "
+                "operations as counted, see catalogue.FLOP_WEIGHTS; the shape's declared FLOPs where ncu counted "
+                "none) over the DRAM bytes they read and wrote (dram__bytes_read.sum + dram__bytes_write.sum), "
+                "against those FLOPs over its event-timed median. Line: the measured ceilings, the device copy's "
+                "bandwidth up to the ridge and the fastest matmul repeat of this dtype above it (for float32, "
+                "torch's matmul at float32_matmul_precision 'highest', without tensor cores). Variants that ncu "
+                "did not profile are not drawn.", Markup(roofline_chart(pts, sty, data.roof, salt + "/roofline")))]
+         if data.roof and _placed(pts) else [])
 
 
 def sweep(doc: dict[str, Any], analyses: list[ShapeAnalysis], sty: dict[str, Style], lead: str) -> Chart | None:

@@ -100,6 +100,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
     ops = ops_mod.discover(cfg, proj.root, args.op)
     if args.variant:
         ops = [ops_mod.select_variants(op, args.variant) for op in ops]
+    if args.detail:
+        if not args.variant:
+            raise PipelineError("profile --detail re-profiles the variants named by --variant (with --shape, at "
+                                "those shapes): name at least one")
+        # the named variants are measured again and given the detail pass, whatever the cache and ncu.detail say
+        ops = [dataclasses.replace(op, detail_asked=True, config=dataclasses.replace(op.config, ncu=dataclasses.replace(
+            op.config.ncu, detail=True))) for op in ops]
     for op in ops:
         known = [s.id for s in op.config.op.shape_list(args.suite)]
         unknown = [s for s in (args.shape or []) if s not in known]
@@ -115,7 +122,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=True) as progress:
         written = profiling.run(ops, cfg, args.shape, args.require_gpu, console.print, device=args.device,
-                                suite=args.suite, force=args.force,
+                                suite=args.suite, force=args.force or args.detail,
                                 gpus=[g for g in args.gpus.split(",") if g] if args.gpus else None,
                                 tracker=terminal.ProgressBar(progress), root=proj.root, backend=args.backend,
                                 ray_address=args.ray_address, gpu_model=args.gpu_model, job_timeout=args.job_timeout)
@@ -307,6 +314,10 @@ def parser() -> argparse.ArgumentParser:
                     help="with --backend ray: a lane still on one op after this long is replaced and the op "
                          "retried once (default: the op's own limits summed, plus 5 minutes)")
     pr.add_argument("--strict", action="store_true", help="exit 5 when any variant failed")
+    pr.add_argument("--detail", action="store_true",
+                    help="with --variant: measure those variants again and give them the ncu detail pass (warp "
+                         "states, source counters, memory tables) at every selected shape, beside the "
+                         "recommendation's; the report's per-variant command")
     pr.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
                     help="cpu: Triton interpreter, verify and time only, no ncu (for tests)")
     pr.add_argument("--all-reports", action="store_true",

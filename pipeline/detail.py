@@ -154,6 +154,21 @@ def _has_detail(rec: dict[str, Any], name: str) -> bool:
     return any(v["name"] == name and v.get("detail") for v in rec["variants"])
 
 
+ASKED = "asked for (profile --detail)"
+
+
+def _chosen(r: OpRun, rec: dict[str, Any], env: dict[str, Any]) -> list[tuple[str, str]]:
+    """(variant, role) to profile at one shape: the picks that lack a detail, and with `profile --detail` every
+    variant measured now that came out ok, whether or not it had one."""
+    mine = {v.name for v in r.op.variants}       # with --variant, the others are not this run's to profile
+    auto = [(n, role) for n, role in picks(analyze_shape(rec, env)) if n in mine and not _has_detail(rec, n)]
+    if not r.op.detail_asked:
+        return auto
+    asked = [(v["name"], ASKED) for v in rec["variants"]
+             if v["name"] in mine and v["status"] == "ok" and not v.get("cached")]
+    return asked + [(n, role) for n, role in auto if n not in dict(asked)]
+
+
 def run(r: OpRun, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The shapes' records with the detail pass added: one ncu process over the picks of every shape that lack
     one (a cached pick keeps the detail it was recorded with). The GPU only, and only with ncu.detail."""
@@ -161,8 +176,7 @@ def run(r: OpRun, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return records
     from pipeline import ncupass                # the run's side only: the report reads this module too
     from pipeline.host import child_env
-    chosen = {w.id: [(n, role) for n, role in picks(analyze_shape(rec, w.env or {})) if not _has_detail(rec, n)]
-              for w, rec in zip(r.works, records)}
+    chosen = {w.id: _chosen(r, rec, w.env or {}) for w, rec in zip(r.works, records)}
     chosen = {sid: c for sid, c in chosen.items() if c}
     if not chosen:
         return records

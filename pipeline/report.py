@@ -112,7 +112,7 @@ def _display_path(results_dir: Path, name: str) -> str:
     return "/".join((results_dir / name).parts[-4:])
 
 
-def _trace(v: dict[str, Any], results_dir: Path, reports_dir: Path) -> Trace:
+def _trace(v: dict[str, Any], shape_id: str, results_dir: Path, reports_dir: Path) -> Trace:
     rec = v.get("ncu") or {}
     kernels = rec.get("kernels") or []
     names = list(dict.fromkeys(k["name"] for k in kernels)) or list(dict.fromkeys(v.get("launched") or []))
@@ -134,7 +134,10 @@ def _trace(v: dict[str, Any], results_dir: Path, reports_dir: Path) -> Trace:
     shared = "; ".join(x for x in (f"ncu {ncu_smem:,.0f} B" if ncu_smem is not None else "", tri_txt) if x) or "—"
     durs = [analysis.duration_us(x) for x in kernels]
     ncu_time = "—" if not durs or None in durs else f"{sum(durs):,.1f} µs"
-    return Trace(range=rng, kernels=", ".join(names) or "—", command=cmd,
+    # the op is the folder its variant file lies in (ops.discover)
+    again = " ".join(shlex.quote(a) for a in ("kernel-pipeline", "profile", "--op", Path(v["file"]).parent.name,
+                                                 "--shape", shape_id, "--variant", v["name"], "--detail"))
+    return Trace(range=rng, kernels=", ".join(names) or "—", command=cmd, reprofile=again,
                  report_href=_href(results_dir, reports_dir, report) if profiled else "",
                  shared=shared, ncu_time=ncu_time, note=note)
 
@@ -304,7 +307,7 @@ def _row(va: VariantAnalysis, sa: ShapeAnalysis, base_ms: float | None, results_
         comp_frac=va.compute_fraction if tm else None, moved=moved,
         excess=moved / mb if moved is not None and mb else None,
         spills=sum(c.get("n_spills") or 0 for c in compiled) if compiled else None,
-        trace=_trace(v, results_dir, reports_dir))
+        trace=_trace(v, sa.shape["id"], results_dir, reports_dir))
     css = ("rec" if is_rec else "tie" if tied else "unsupported" if v["status"] == "unsupported"
            else "bad" if v["status"] != "ok" else "")
     return VariantRow(

@@ -39,6 +39,7 @@ class Trace:
     range: str                  # NVTX start/end range (s<shape>.v<variant>); "" when ncu did not profile it
     kernels: str                # kernel names ncu saw (or, unprofiled, those the CUDA profiler saw)
     command: str                # copy-paste ncu command opening the range's details; "" without a range
+    reprofile: str              # copy-paste `profile --detail` command measuring it again with the detail pass
     report_href: str
     shared: str                 # shared memory per block: ncu's launch value and Triton's compiled one
     ncu_time: str               # ncu's own duration (base clocks) of the variant's kernels

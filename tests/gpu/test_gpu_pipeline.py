@@ -42,6 +42,20 @@ def test_profile_small_odd_shape_end_to_end(tmp_path):
     assert any(ln["file"].endswith("flat_1d.py") and "tl." in ln["text"] for ln in k["lines"])
     assert any(m["what"] == "DRAM read" and m["value"] > 0 for m in k["memory"])
     assert all("detail" not in v for v in shape["variants"] if v is not best)
+    # ncu's FLOP count: RMSNorm's fp32 arithmetic, no tensor-core path (sass fma counted twice, as ncu's roofline)
+    assert analysis.ncu_flops(best) > 0
+
+    # `profile --detail` on a slower config: measured again and given the detail pass; the others keep theirs
+    other = next(v for v in flat if v is not best)
+    again = subprocess.run([sys.executable, "-m", "pipeline", "profile", "--require-gpu", "--op", "rmsnorm", "--suite",
+                            "small", "--shape", "odd", "--variant", other["name"], "--detail",
+                            "--profiles-dir", str(tmp_path)], capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert again.returncode == 0, again.stdout + again.stderr
+    shape2 = results.load(path)["shapes"][0]
+    by = {v["name"]: v for v in shape2["variants"]}
+    assert by[other["name"]]["detail"]["role"] == "asked for (profile --detail)"
+    assert by[other["name"]]["detail"]["kernels"] and by[other["name"]]["measured_at"] != other["measured_at"]
+    assert by[best["name"]]["detail"] == best["detail"]
 
 
 def test_one_worker_compiles_the_next_op_while_ncu_profiles_the_one_before(tmp_path):
