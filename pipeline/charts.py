@@ -82,7 +82,7 @@ def styles(families: list[str]) -> dict[str, Style]:
             for i, f in enumerate(sorted(set(families)))}
 
 
-def _t(text: str) -> str:
+def literal(text: str) -> str:
     return text.replace("$", r"\$")     # a literal dollar, never mathtext
 
 
@@ -121,7 +121,7 @@ def _count_label(x: float) -> str:
     return f"{x:g}"
 
 
-def _svg(fig: Figure, salt: str) -> str:
+def svg(fig: Figure, salt: str) -> str:
     with matplotlib.rc_context({"svg.hashsalt": salt}):
         buf = io.StringIO()
         fig.savefig(buf, format="svg", bbox_inches="tight", pad_inches=0.05,
@@ -201,7 +201,7 @@ def time_chart(points: list[Point], sty: dict[str, Style], floor: Floor | None, 
         if eager_ms:
             ax.axvline(eager_ms, color="#888888", ls=":", lw=1.2)
             handles.append(Line2D([], [], color="#888888", ls=":", label=f"torch eager ({_ms_label(eager_ms)} ms)"))
-        ax.set_yticks([ys[p.name] for p in pts], [_t(lbl) for lbl in labels], fontsize=7.5)
+        ax.set_yticks([ys[p.name] for p in pts], [literal(lbl) for lbl in labels], fontsize=7.5)
         for lbl, p in zip(ax.get_yticklabels(), pts):
             lbl.set_color(sty[p.family].color if p.median_ms is not None else "#a32020")
             if p.recommended:
@@ -215,7 +215,7 @@ def time_chart(points: list[Point], sty: dict[str, Style], floor: Floor | None, 
         ax.grid(axis="x", color="#eeeeee", lw=0.6)
         ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False,
                   fontsize=7.5)
-        return _svg(fig, salt)
+        return svg(fig, salt)
 
 
 def sol_chart(points: list[Point], sty: dict[str, Style], busy_pct: float, salt: str) -> str:
@@ -236,7 +236,7 @@ def sol_chart(points: list[Point], sty: dict[str, Style], busy_pct: float, salt:
         for fam in sorted({p.family for p in pts}):
             fp = [p for p in pts if p.family == fam]
             ax.scatter([p.sm_pct for p in fp], [p.dram_pct for p in fp], s=18, color=sty[fam].color, alpha=0.85,
-                       marker=sty[fam].marker, label=_t(fam), lw=0)
+                       marker=sty[fam].marker, label=literal(fam), lw=0)
         for p in pts:
             if p.recommended:
                 ax.scatter([p.sm_pct], [p.dram_pct], s=150, marker="*", color=sty[p.family].color,
@@ -247,7 +247,7 @@ def sol_chart(points: list[Point], sty: dict[str, Style], busy_pct: float, salt:
         ax.set_ylabel(catalogue.BY_NAME[analysis.DRAM].axis)
         if pts:
             ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=7.5)
-        return _svg(fig, salt)
+        return svg(fig, salt)
 
 
 def block_chart(points: list[Point], sty: dict[str, Style], floor: Floor | None, salt: str) -> str:
@@ -262,7 +262,7 @@ def block_chart(points: list[Point], sty: dict[str, Style], floor: Floor | None,
             fp = [p for p in pts if p.family == fam]
             xs = sorted({p.block_elems for p in fp})
             ax.plot(xs, [min(p.median_ms for p in fp if p.block_elems == x) for x in xs], "-",
-                    color=sty[fam].color, lw=1.2, marker=sty[fam].marker, ms=3.5, label=_t(fam))
+                    color=sty[fam].color, lw=1.2, marker=sty[fam].marker, ms=3.5, label=literal(fam))
             ax.plot([p.block_elems for p in fp], [p.median_ms for p in fp], sty[fam].marker, ms=3.5,
                     color=sty[fam].color)
         for p in pts:
@@ -282,7 +282,7 @@ def block_chart(points: list[Point], sty: dict[str, Style], floor: Floor | None,
         ax.grid(color="#eeeeee", lw=0.6)
         if pts or floor:
             ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=7.5)
-        return _svg(fig, salt)
+        return svg(fig, salt)
 
 
 def sweep_chart(points: list[SweepPoint], shapes: list[str], sty: dict[str, Style], ylabel: str,
@@ -296,14 +296,14 @@ def sweep_chart(points: list[SweepPoint], shapes: list[str], sty: dict[str, Styl
         for fam in sorted({p.family for p in points}):
             fp = sorted((p for p in points if p.family == fam), key=lambda p: xs[p.shape])
             ax.plot([xs[p.shape] for p in fp], [p.fraction for p in fp], "-", marker=sty[fam].marker, ms=4,
-                    lw=0.8, alpha=0.9, color=sty[fam].color, label=_t(fam))
+                    lw=0.8, alpha=0.9, color=sty[fam].color, label=literal(fam))
         for p in points:
             if p.recommended:
                 ax.plot([xs[p.shape]], [p.fraction], marker="*", ms=14, color=sty[p.family].color, mec="black",
                         mew=0.8, ls="none", zorder=5)
         ax.axhline(1.0, color="#333333", ls="--", lw=1)
         long = sum(len(s) for s in shapes) > 70
-        ax.set_xticks(range(len(shapes)), [_t(s) for s in shapes], fontsize=8,
+        ax.set_xticks(range(len(shapes)), [literal(s) for s in shapes], fontsize=8,
                       rotation=25 if long else 0, ha="right" if long else "center")
         top = max([p.fraction for p in points] + [1.0])
         ax.set_ylim(0, top * 1.08)
@@ -313,7 +313,7 @@ def sweep_chart(points: list[SweepPoint], shapes: list[str], sty: dict[str, Styl
             Line2D([], [], marker="*", ms=10, color="#777777", mec="black", ls="none", label="recommended"),
             Line2D([], [], color="#333333", ls="--", label=ceiling)],
             loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=7.5)
-        return _svg(fig, salt)
+        return svg(fig, salt)
 
 
 # ---------------------------------------------------------------- from a results record to charts
@@ -343,53 +343,6 @@ def _points(sa: ShapeAnalysis) -> list[Point]:
             block_elems=block_elems(v.get("config") or {}), recommended=va.recommended, tied=va.tied,
             dram_bytes=analysis.dram_bytes(v), flops=analysis.ncu_flops(v) or sa.shape.get("flops")))
     return out
-
-
-STALL_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22"]
-
-
-def stall_chart(kernels: list[tuple[str, dict[str, float]]], reasons: list[str], salt: str) -> str:
-    """One stacked bar per kernel of the detail pass: its warp cycles per issued instruction split by stall
-    reason (`reasons`, the largest first; the rest summed as "other")."""
-    with matplotlib.rc_context(RC):
-        fig = Figure(figsize=(7.5, 0.55 * len(kernels) + 1.2))
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot()
-        ys = list(range(len(kernels)))[::-1]
-        left = [0.0] * len(kernels)
-        for i, r in enumerate([*reasons, "other"]):
-            vals = [(sum(v for k, v in st.items() if k not in reasons and k != "selected") if r == "other"
-                     else st.get(r, 0.0)) for _, st in kernels]
-            ax.barh(ys, vals, left=left, color=STALL_COLORS[i] if i < len(STALL_COLORS) else "#bbbbbb",
-                    label=r.replace("_", " "), height=0.6)
-            left = [a + b for a, b in zip(left, vals)]
-        ax.set_yticks(ys)
-        ax.set_yticklabels([_t(wrap(label)) for label, _ in kernels])
-        ax.set_xlabel("warp cycles per issued instruction, by stall reason (ncu WarpStateStats)")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=7.5)
-        return _svg(fig, salt)
-
-
-def memory_chart(kernels: list[str], levels: list[tuple[str, list[float | None]]], salt: str) -> str:
-    """Grouped bars: the bytes each kernel of the detail pass moved at each memory level (sectors × 32 B at L1
-    and L2, bytes at DRAM), on a log axis; `levels`: (level, one value per kernel)."""
-    with matplotlib.rc_context(RC):
-        fig = Figure(figsize=(7.5, 3.2))
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot()
-        width = 0.8 / max(1, len(kernels))
-        for i, label in enumerate(kernels):
-            xs = [j + (i - (len(kernels) - 1) / 2) * width for j in range(len(levels))]
-            vals = [vs[i] or 0 for _, vs in levels]
-            ax.bar(xs, vals, width=width, color=STALL_COLORS[i % len(STALL_COLORS)], label=_t(wrap(label)))
-        ax.set_xticks(range(len(levels)))
-        ax.set_xticklabels([lvl for lvl, _ in levels])
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda x, _: analysis.fmt_bytes(x)))
-        ax.yaxis.set_minor_formatter(NullFormatter())
-        ax.set_ylabel("bytes moved (ncu)")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=7.5)
-        return _svg(fig, salt)
 
 
 @dataclass(frozen=True)
@@ -430,7 +383,7 @@ def roofline_chart(points: list[Point], sty: dict[str, Style], rf: Roof, salt: s
                 label=f"ceiling: copy {rf.gbs:,.0f} GB/s, {rf.dtype} matmul {rf.tflops:,.0f} TFLOP/s")
         for fam in sorted({p.family for p in pts}):
             fx, fy = zip(*(xy(p) for p in pts if p.family == fam))
-            ax.scatter(fx, fy, s=18, color=sty[fam].color, marker=sty[fam].marker, alpha=0.85, lw=0, label=_t(fam))
+            ax.scatter(fx, fy, s=18, color=sty[fam].color, marker=sty[fam].marker, alpha=0.85, lw=0, label=literal(fam))
         for p in pts:
             if p.recommended:
                 ax.scatter(*xy(p), s=150, marker="*", color=sty[p.family].color, edgecolors="black",
@@ -440,7 +393,7 @@ def roofline_chart(points: list[Point], sty: dict[str, Style], rf: Roof, salt: s
         ax.set_xlabel("arithmetic intensity (FLOP per DRAM byte, ncu)")
         ax.set_ylabel("achieved TFLOP/s (CUDA events)")
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=7.5)
-        return _svg(fig, salt)
+        return svg(fig, salt)
 
 
 def floor(shape: dict[str, Any], env: dict[str, Any], lead: str) -> Floor | None:

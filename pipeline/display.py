@@ -1,7 +1,11 @@
 """How numbers are written on the pages: one format per kind of quantity ("—" where it is unknown), so
-the op pages, the cross-GPU and the diff pages write the same value the same way."""
+the op pages, the cross-GPU and the diff pages write the same value the same way; and how they name, link and
+open the files beside a results file."""
 from __future__ import annotations
 
+import os
+import shlex
+from pathlib import Path
 from typing import Any
 
 from markupsafe import Markup, escape
@@ -72,3 +76,21 @@ def replay_note(doc: dict[str, Any]) -> str:
     env = doc["environment"]
     return (f"Replayed data: recorded on {env.get('gpu_name', '?')} on {doc.get('created', '?')[:10]}, "
             "not measured on this machine.")
+
+
+def results_file(results_dir: Path, name: str) -> str:
+    """A file beside the results, named from the project root as the results file is (profiles/<gpu>/<op>/...)."""
+    return "/".join((results_dir / name).parts[-4:])
+
+
+def href(base: Path, reports_dir: Path, name: str | None) -> str:
+    """The link from a page in `reports_dir` to the file `name` in `base`; "" for no file."""
+    return os.path.relpath(base / name, reports_dir).replace(os.sep, "/") if name else ""
+
+
+def ncu_open(results_dir: Path, report: str, nvtx_range: str) -> str:
+    """The copy-paste command opening one NVTX range of a recorded .ncu-rep. Start/end ranges (the worker's
+    range_start) are matched by bare name; push/pop ones would end in "/". With --import, ncu refuses --nvtx
+    (the report already holds the NVTX state): run on the H100, ncu 2025.3.1."""
+    return (f"ncu --import {shlex.quote(results_file(results_dir, report))} --nvtx-include "
+            f"{shlex.quote(nvtx_range)} --page details")

@@ -23,14 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from markupsafe import Markup
 
-from pipeline import (analysis, catalogue, charts, detail, display as fmt, optimize_page, recommend, results,
+from pipeline import (analysis, catalogue, charts, detail_view, display as fmt, optimize_page, recommend, results,
                       shapeanalysis)
 from pipeline.comparison import baseline_docs, baseline_for, compare_name, compare_page, diff_name, diff_page
 from pipeline.shapeanalysis import ShapeAnalysis, VariantAnalysis
 from pipeline.viewmodel import (Alert, Cell, Chart, Column, FamilyRank, Headline, IndexPage, Link, OpPage, ShapeView,
-                                Stat, Trace, VariantRow, WhyKernel, WhyView)
+                                Stat, Trace, VariantRow)
 
 BENCH_FILE = "bench.json"       # bench/rmsnorm.py --json output beside a results file: torch.compile times
 
@@ -107,21 +106,13 @@ def _alerts(rivals: list[_Rival], rec: recommend.Recommendation) -> list[Alert]:
 
 # ---------------------------------------------------------------- ncu trace of a variant
 
-def _display_path(results_dir: Path, name: str) -> str:
-    """A file beside the results, named from the project root as the results file is (profiles/<gpu>/<op>/...)."""
-    return "/".join((results_dir / name).parts[-4:])
-
-
 def _trace(v: dict[str, Any], shape_id: str, results_dir: Path, reports_dir: Path) -> Trace:
     rec = v.get("ncu") or {}
     kernels = rec.get("kernels") or []
     names = list(dict.fromkeys(k["name"] for k in kernels)) or list(dict.fromkeys(v.get("launched") or []))
     rng, report = rec.get("range") or "", rec.get("report")
     profiled = bool(rng and report and kernels)
-    # start/end NVTX ranges (the worker's range_start) are matched by bare name; push/pop ones would end in "/".
-    # With --import, ncu refuses --nvtx (the report already holds the NVTX state): run on the H100, ncu 2025.3.1
-    cmd = (f"ncu --import {shlex.quote(_display_path(results_dir, report))} --nvtx-include "
-           f"{shlex.quote(rng)} --page details" if profiled else "")
+    cmd = fmt.ncu_open(results_dir, report, rng) if profiled else ""
     status = rec.get("status", "")
     note = ("" if profiled else rec.get("error") or {
         "not-selected": "not profiled: a faster config of its layout family was",
@@ -138,7 +129,7 @@ def _trace(v: dict[str, Any], shape_id: str, results_dir: Path, reports_dir: Pat
     again = " ".join(shlex.quote(a) for a in ("kernel-pipeline", "profile", "--op", Path(v["file"]).parent.name,
                                                  "--shape", shape_id, "--variant", v["name"], "--detail"))
     return Trace(range=rng, kernels=", ".join(names) or "—", command=cmd, reprofile=again,
-                 report_href=_href(results_dir, reports_dir, report) if profiled else "",
+                 report_href=fmt.href(results_dir, reports_dir, report) if profiled else "",
                  shared=shared, ncu_time=ncu_time, note=note)
 
 
@@ -451,10 +442,6 @@ def _headline(sa: ShapeAnalysis, rivals: list[_Rival], trace: Trace) -> Headline
         findings=list(va.findings))
 
 
-def _href(base: Path, reports_dir: Path, name: str | None) -> str:
-    return os.path.relpath(base / name, reports_dir).replace(os.sep, "/") if name else ""
-
-
 def shape_view(shape: dict[str, Any], env: dict[str, Any], results_dir: Path, reports_dir: Path,
                shape_charts: list[Chart] | None = None, bench: dict[str, dict[str, Any]] | None = None,
                sa: ShapeAnalysis | None = None) -> ShapeView:
@@ -501,59 +488,12 @@ def shape_view(shape: dict[str, Any], env: dict[str, Any], results_dir: Path, re
         families=list({v.get("stem", v["name"]): v.get("layout", "") for v in shape["variants"]}.items()),
         ncu_status=ncu_rec.get("status", "—"), ncu_message=ncu_rec.get("message", ""),
         ncu_command=" ".join(ncu_rec.get("command", [])), ncu_passes=str(ncu_rec.get("passes") or "—"),
-        report_href=_href(results_dir, reports_dir, ncu_rec.get("report")),
-        cached_report_hrefs=[_href(results_dir, reports_dir, r) for r in sorted(
+        report_href=fmt.href(results_dir, reports_dir, ncu_rec.get("report")),
+        cached_report_hrefs=[fmt.href(results_dir, reports_dir, r) for r in sorted(
             {(v.get("ncu") or {}).get("report") for v in shape["variants"]} - {None, ncu_rec.get("report")})],
-        log_href=_href(results_dir, reports_dir, ncu_rec.get("log")),
-        worker_log_href=_href(results_dir, reports_dir, shape.get("worker_log")),
-        errors=list(shape.get("errors", [])), why=_why(shape, results_dir, reports_dir))
-
-
-def _amount(row: dict[str, Any] | None) -> str:
-    if row is None:
-        return "—"
-    if row["unit"] == "%":
-        return f"{row['value']:.1f} %"
-    value = fmt.bytes(row["value"]) if row["unit"] == "byte" else f"{row['value']:,.0f} {row['unit']}".rstrip()
-    return value + (f" ({row['per_request']:.1f} per request)" if row.get("per_request") else "")
-
-
-def _why(shape: dict[str, Any], results_dir: Path, reports_dir: Path) -> WhyView | None:
-    """The detail pass's kernels side by side, the recommended one first; None where the pass did not run."""
-    run = shape.get("detail")
-    picked = sorted((v for v in shape["variants"] if v.get("detail")), key=lambda v: v["detail"]["role"] != "recommended")
-    if not run or not picked:
-        return None
-    dominant = [max(v["detail"]["kernels"], key=lambda k: k.get("duration_ns") or 0, default={}) for v in picked]
-    reasons = sorted({r for k in dominant for r in k.get("stalls", {}) if r != "selected"},
-                     key=lambda r: -max(k.get("stalls", {}).get(r, 0) for k in dominant))[:8]
-    rows = [what for what, *_ in (*detail.MEMORY, *detail.HIT_RATES)]
-    rep = run.get("report")
-    kernels = [WhyKernel(
-        role=v["detail"]["role"], name=v["name"], median_ms=fmt.ms((v.get("timing") or {}).get("median_ms")),
-        kernels=", ".join(k["name"] for k in v["detail"]["kernels"]) or "none profiled",
-        lines=[(f"{Path(ln['file']).name}:{ln['line']}", f"{ln['share']:.0%}",
-                ", ".join(r.replace("_", " ") for r in ln["reasons"]), ln["text"]) for ln in k.get("lines", [])],
-        command=(f"ncu --import {shlex.quote(_display_path(results_dir, rep))} --nvtx-include "
-                 f"{shlex.quote(v['detail']['range'])} --page details" if rep else ""))
-        for v, k in zip(picked, dominant)]
-    labels = [f"{v['detail']['role'].split(' (')[0]}: {v['name']}" for v in picked]   # chart legends
-    said = [(s.text, s.metric) for other, v in zip(dominant[1:], picked[1:])
-            for s in detail.sentences(dominant[0], other, v["name"])]
-    return WhyView(
-        kernels=kernels,
-        stalls=[(r.replace("_", " "), [f"{k['stalls'][r]:.2f}" if r in k.get("stalls", {}) else "—" for k in dominant])
-                for r in reasons],
-        memory=[(what, [_amount(next((m for m in k.get("memory", []) if m["what"] == what), None)) for k in dominant])
-                for what in rows if any(m["what"] == what for k in dominant for m in k.get("memory", []))],
-        sentences=said, status=run.get("status", "—") + (f": {run['message']}" if run.get("message") else ""),
-        report_href=_href(results_dir, reports_dir, rep), wall=f"{run.get('wall_s', 0):.1f} s for {run.get('kernels')} kernel(s)",
-        chart=Markup(charts.stall_chart([(label, k.get("stalls", {})) for label, k in zip(labels, dominant)], reasons,
-                                        f"{shape['id']}/stalls")),
-        memory_chart=Markup(charts.memory_chart(
-            labels,
-            [(level, [dict(detail.bytes_by_level(k))[level] for k in dominant]) for level, _ in detail.LEVELS],
-            f"{shape['id']}/memory")))
+        log_href=fmt.href(results_dir, reports_dir, ncu_rec.get("log")),
+        worker_log_href=fmt.href(results_dir, reports_dir, shape.get("worker_log")),
+        errors=list(shape.get("errors", [])), why=detail_view.view(shape, results_dir, reports_dir))
 
 
 def _environment(doc: dict[str, Any]) -> list[tuple[str, str]]:
@@ -630,7 +570,7 @@ def op_page(doc: dict[str, Any], path: Path, reports_dir: Path, replayed: bool,
         commands=[(s.id, s.ncu_command) for s in shapes if s.ncu_command],
         thresholds=[(k, f"{v:g}", d) for k, (v, d) in analysis.THRESHOLDS.items()],
         glossary=columns("memory") + [s.column for s in _LEAD["compute"][:2]] + [Column("findings", FINDINGS_NOTE)],
-        results_href=_href(path.parent, reports_dir, path.name), results_name="/".join(path.parts[-4:]),
+        results_href=fmt.href(path.parent, reports_dir, path.name), results_name="/".join(path.parts[-4:]),
         sweep_chart=charts.sweep(doc, analyses, sty, op_lead(analyses)), shapes=shapes,
         filename=filename or page_names([doc])[0],
         bench_note=_bench_note(bench), related=related or [])
@@ -649,7 +589,7 @@ def digest(paths: list[Path], replayed: bool) -> str:
     here = Path(__file__).parent
     code = [here / f for f in ("report.py", "viewmodel.py", "charts.py", "analysis.py", "recommend.py",
                                "shapeanalysis.py", "compare.py", "comparison.py", "display.py", "catalogue.py", "detail.py",
-                               "optimize_page.py")]
+                               "detail_view.py", "optimize_page.py")]
     benches = [p.parent / BENCH_FILE for p in paths if (p.parent / BENCH_FILE).is_file()]
     for f in [*paths, *benches, *code, *sorted((here / "templates").iterdir())]:
         h.update(f"{f.name}\n".encode() + f.read_bytes())
@@ -685,7 +625,7 @@ def index_entry(doc: dict[str, Any], path: Path, reports_dir: Path, replayed: bo
     return OpPage(op=doc["op"], replay_note=fmt.replay_note(doc) if replayed else "",
                   gpu=str(doc["environment"].get("gpu_name", "?")), created=str(doc.get("created", "—")),
                   environment=[], commands=[], thresholds=[], glossary=[],
-                  results_href=_href(path.parent, reports_dir, path.name), results_name="/".join(path.parts[-4:]),
+                  results_href=fmt.href(path.parent, reports_dir, path.name), results_name="/".join(path.parts[-4:]),
                   sweep_chart=None, shapes=shapes, filename=filename)
 
 

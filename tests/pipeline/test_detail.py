@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from testenv import FIXTURES
-from pipeline import cache, config, detail, ncu, report, results, shapeanalysis
+from pipeline import cache, config, detail, detail_view, ncu, report, results, shapeanalysis
 
 DETAIL = FIXTURES / "detail" / "nvidia-h100-80gb-hbm3"
 DOCS = {p.parent.name: results.load(p) for p in sorted(DETAIL.glob("*/results.json"))}
@@ -109,7 +109,7 @@ def test_bytes_by_level_sum_the_table_rows():
 
 def test_without_the_pass_a_shape_has_no_section_and_prune_keeps_the_detail_files(tmp_path):
     shape = {**DOCS["softmax"]["shapes"][0], "detail": None}
-    assert report._why(shape, tmp_path, tmp_path) is None
+    assert detail_view.view(shape, tmp_path, tmp_path) is None
     d = DOCS["softmax"]
     names = [d["shapes"][0]["detail"]["report"], d["shapes"][0]["detail"]["log"], "old.detail.ncu-rep"]
     for n in names:
