@@ -4,6 +4,7 @@ Needs `chromium` on PATH (Debian: `apt-get install -y chromium`); skipped withou
 come from test_report_pages.py.
 """
 import copy
+import os
 import re
 import shutil
 import subprocess
@@ -96,3 +97,34 @@ def test_the_detail_section_and_the_roofline_load_in_the_browser(tmp_path):
     assert re.search(r"seed_2d_tiles moves [\d.]+× the DRAM read bytes \[dram__bytes_read\.sum\]", text)
     matmul = chromium(tmp_path, "--dump-dom", (out / "matmul.html").as_uri())
     assert matmul.count("<h3>Roofline</h3>") == len(results.load(detail / "matmul" / "results.json")["shapes"])
+
+
+ONLY_WHY = """<script>
+(function () {
+  // the first shape's "why the winner wins" section alone: from its heading to the end of its shape's section
+  var h = document.querySelector('h3[id^="why-"]'), keep = [];
+  for (var n = h; n; n = n.nextSibling) { keep.push(n); }
+  document.body.replaceChildren.apply(document.body, keep);
+})();
+</script></body>"""
+
+
+def test_screenshot_of_the_detail_section(tmp_path):
+    """docs/report-why.png: rmsnorm L1-36's detail section (tests/fixtures/detail), cut from the page by a script
+    (headless Chromium ignores a #fragment when it takes a screenshot). PIPELINE_REPORT_SCREENSHOTS=docs refreshes
+    it."""
+    out = tmp_path / "reports"
+    report.render([FIXTURES / "detail" / "nvidia-h100-80gb-hbm3" / "rmsnorm" / "results.json"], out, replayed=True)
+    page = out / "rmsnorm.html"
+    cut = page.with_name("why-" + page.name)
+    cut.write_text(page.read_text().replace("</body>", ONLY_WHY))
+    dom = chromium(tmp_path, "--dump-dom", cut.as_uri())
+    body = dom.split("<body", 1)[1]
+    assert "Why the winner wins" in body and "<h3>Stall breakdown</h3>" in body and "Recommended for" not in body
+    shot = tmp_path / "report-why.png"
+    chromium(tmp_path, f"--screenshot={shot}", "--window-size=1400,1600", "--hide-scrollbars", cut.as_uri())
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000       # a rendered section, not a blank page
+    target = os.environ.get("PIPELINE_REPORT_SCREENSHOTS")
+    if target:
+        shutil.copyfile(shot, REPO / target / shot.name)
