@@ -19,8 +19,9 @@ block_tiling metric sets, `ncu.select: all` so that every configuration has coun
 search and fixed start from the family's slowest correct configuration, then from one random correct start per
 seed (the start counts as one evaluation); random search draws one order per seed. The table gives the
 evaluations until the first configuration within the margin of the family's exhaustive optimum: from the
-slowest, and over the seeds as median / worst with how many got there at all. `--reuse --work
-tests/fixtures/optimize-sweep` replays the H100 measurements committed there. `--device cpu --ops scale` runs
+slowest, and over the seeds as median / worst with how many got there at all. The H100 measurements are
+committed in tests/fixtures/optimize-sweep: copy that folder and pass the copy as `--work` with `--reuse` to
+replay them (the scratch projects are rewritten there). `--device cpu --ops scale` runs
 the whole script on the Triton interpreter with the tests' fixture op (a smoke run: timings of the interpreter,
 no counters).
 """
