@@ -94,14 +94,15 @@ def _fastest(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def plan_shape(op: Op, shape: Shape, stored: dict[str, Any] | None, key: str, force: bool) -> ShapeWork:
-    """Split a shape's variants into cached (same key, stored result) and to-measure; pick the controls."""
+    """Split a shape's variants into cached (same key, stored result) and to-measure; pick the controls. The
+    variants `profile --detail` names (op.detail_asked) are measured again."""
     indexed = list(enumerate(op.variants))
     old = {r["name"]: r for r in (stored or {}).get("variants", [])}
     cached = {}
     if not force and stored is not None and stored.get("cache_key") == key:
         for _, v in indexed:
             r = old.get(v.name)
-            if r and r.get("cache_key") == variant_key(v, key) and not remeasure(r):
+            if r and r.get("cache_key") == variant_key(v, key) and not remeasure(r) and v.name not in op.detail_asked:
                 cached[v.name] = r
     measure = [(i, v) for i, v in indexed if v.name not in cached]
     controls = []

@@ -98,15 +98,17 @@ def cmd_profile(args: argparse.Namespace) -> int:
     proj = _project(args)
     cfg = proj.cfg
     ops = ops_mod.discover(cfg, proj.root, args.op)
-    if args.variant:
-        ops = [ops_mod.select_variants(op, args.variant) for op in ops]
     if args.detail:
         if not args.variant:
             raise PipelineError("profile --detail re-profiles the variants named by --variant (with --shape, at "
                                 "those shapes): name at least one")
-        # the named variants are measured again and given the detail pass, whatever the cache and ncu.detail say
-        ops = [dataclasses.replace(op, detail_asked=True, config=dataclasses.replace(op.config, ncu=dataclasses.replace(
-            op.config.ncu, detail=True))) for op in ops]
+        # the named variants are measured again and given the detail pass, whatever the cache and ncu.detail say;
+        # the op keeps its other variants, served from the cache, so the shape's record stays whole
+        ops = [dataclasses.replace(op, detail_asked=tuple(v.name for v in ops_mod.select_variants(op, args.variant).variants),
+                                   config=dataclasses.replace(op.config, ncu=dataclasses.replace(op.config.ncu, detail=True)))
+               for op in ops]
+    elif args.variant:
+        ops = [ops_mod.select_variants(op, args.variant) for op in ops]
     for op in ops:
         known = [s.id for s in op.config.op.shape_list(args.suite)]
         unknown = [s for s in (args.shape or []) if s not in known]
@@ -122,7 +124,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=True) as progress:
         written = profiling.run(ops, cfg, args.shape, args.require_gpu, console.print, device=args.device,
-                                suite=args.suite, force=args.force or args.detail,
+                                suite=args.suite, force=args.force,
                                 gpus=[g for g in args.gpus.split(",") if g] if args.gpus else None,
                                 tracker=terminal.ProgressBar(progress), root=proj.root, backend=args.backend,
                                 ray_address=args.ray_address, gpu_model=args.gpu_model, job_timeout=args.job_timeout)

@@ -158,14 +158,12 @@ ASKED = "asked for (profile --detail)"
 
 
 def _chosen(r: OpRun, rec: dict[str, Any], env: dict[str, Any]) -> list[tuple[str, str]]:
-    """(variant, role) to profile at one shape: the picks that lack a detail, and with `profile --detail` every
-    variant measured now that came out ok, whether or not it had one."""
+    """(variant, role) to profile at one shape: the picks that lack a detail, and the variants `profile --detail`
+    names (measured again now) that came out ok, whether or not they had one."""
     mine = {v.name for v in r.op.variants}       # with --variant, the others are not this run's to profile
     auto = [(n, role) for n, role in picks(analyze_shape(rec, env)) if n in mine and not _has_detail(rec, n)]
-    if not r.op.detail_asked:
-        return auto
     asked = [(v["name"], ASKED) for v in rec["variants"]
-             if v["name"] in mine and v["status"] == "ok" and not v.get("cached")]
+             if v["name"] in r.op.detail_asked and v["status"] == "ok" and not v.get("cached")]
     return asked + [(n, role) for n, role in auto if n not in dict(asked)]
 
 

@@ -43,7 +43,7 @@ class Op:
     variants: list[Variant] = field(default_factory=list)
     sizes: dict[str, Any] = field(default_factory=dict)   # module-level names whose default is known statically
     skipped_metrics: list[str] = field(default_factory=list)  # configured metrics this GPU does not report
-    detail_asked: bool = False  # profile --detail: the detail pass covers every selected variant too
+    detail_asked: tuple[str, ...] = ()  # profile --detail: variants measured again and given the detail pass
     reference_sha256: str = ""  # of reference.py, read once at discovery (results, cache keys)
     names: dict[str, Assigned] = field(default_factory=dict)  # every module-level name: what a shape may set
     assignments: tuple[ast.stmt, ...] = field(default=(), repr=False, compare=False)  # to recompute at a shape

@@ -22,7 +22,8 @@ def test_profile_small_odd_shape_end_to_end(tmp_path):
     shape = doc["shapes"][0]
     # the flat_1d configs and the seed kernel were compiled together before verifying
     assert shape["precompile"]["kernels"] >= 2 and shape["wall_s"]["compile"] >= shape["precompile"]["seconds"]
-    assert shape["ncu"]["status"] == "ok" and shape["ncu"]["passes"] <= 12 and not shape["ncu"]["unattributed"]
+    # 16 replay passes on the H100 with the FLOP counters in the default set (12 without them)
+    assert shape["ncu"]["status"] == "ok" and shape["ncu"]["passes"] <= 16 and not shape["ncu"]["unattributed"], shape["ncu"]["passes"]
     status = {v["name"]: v["status"] for v in shape["variants"]}
     assert status["seed_2d_tiles"] == "incorrect"          # its mask bug leaves elements unwritten at odd sizes
     flat = [v for v in shape["variants"] if v["stem"] == "flat_1d"]

@@ -88,6 +88,14 @@ def test_an_unchanged_shape_is_cached_whole(recorded):
     assert work.cached["good"] == next(r for r in stored["variants"] if r["name"] == "good")
 
 
+def test_profile_detail_measures_the_named_variants_again_and_keeps_the_rest_cached(recorded):
+    op, shape, stored = recorded
+    asked = dataclasses.replace(op, detail_asked=("good",))
+    work = cache.plan_shape(asked, shape, stored, stored["cache_key"], force=False)
+    assert [v.name for _, v in work.measure] == ["good"]
+    assert set(work.cached) == {v.name for v in op.variants} - {"good"}
+
+
 def test_force_another_shape_key_or_no_record_measure_everything(recorded):
     op, shape, stored = recorded
     every = [v.name for v in op.variants]

@@ -1,13 +1,17 @@
 """The detail pass (pipeline/detail.py) on the default suite recorded with it on an H100
 (tests/fixtures/detail): which kernels it picks, what it stored, the sentences it draws and the page section."""
 import html
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from testenv import FIXTURES
-from pipeline import cache, config, detail, detail_view, ncu, report, results, shapeanalysis
+from testenv import FIXTURES, REPO
+from pipeline import cache, config, detail, detail_view, ncu, ops, report, results, shapeanalysis
 
 DETAIL = FIXTURES / "detail" / "nvidia-h100-80gb-hbm3"
 DOCS = {p.parent.name: results.load(p) for p in sorted(DETAIL.glob("*/results.json"))}
@@ -116,3 +120,26 @@ def test_without_the_pass_a_shape_has_no_section_and_prune_keeps_the_detail_file
         (tmp_path / n).write_text("x")
     cache.prune(tmp_path, d)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[:2])
+
+
+def test_profile_detail_adds_the_named_variant_to_the_picks():
+    """detail._chosen over a recorded rmsnorm shape whose picks already have their detail: alone, nothing is
+    profiled again; with `profile --detail` naming a slower variant measured now, that one is."""
+    doc = DOCS["rmsnorm"]
+    shape = json.loads(json.dumps(doc["shapes"][0]))
+    slower = next(v for v in shape["variants"] if v["status"] == "ok" and not v.get("detail"))
+    names = [ops.Variant(name=v["name"], file=v["file"], stem=v["stem"], layout="", config={},
+                         baseline=bool(v.get("baseline"))) for v in shape["variants"]]
+    lane = SimpleNamespace(op=SimpleNamespace(variants=names, detail_asked=()))
+    assert detail._chosen(lane, shape, doc["environment"]) == []
+    lane.op.detail_asked = (slower["name"],)
+    slower["cached"] = True                      # not measured in this run: not profiled either
+    assert detail._chosen(lane, shape, doc["environment"]) == []
+    slower["cached"] = False
+    assert detail._chosen(lane, shape, doc["environment"]) == [(slower["name"], detail.ASKED)]
+
+
+def test_profile_detail_needs_a_variant(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "profile", "--detail", "--op", "rmsnorm",
+                           "--profiles-dir", str(tmp_path)], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 2 and "profile --detail re-profiles the variants named by --variant" in proc.stderr
