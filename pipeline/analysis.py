@@ -12,6 +12,7 @@ from typing import Any
 # the metric names the rules read: defined in the catalogue, used as analysis.SM etc. across the package
 from pipeline.catalogue import DRAM, DUR, L2_HIT, MEM, READ, SM, THEORETICAL, WARPS, WAVES, WRITE  # noqa: F401
 from pipeline.catalogue import FLOP_WEIGHTS, TENSOR_INST
+from pipeline.records import KernelMetrics, ShapeRecord, VariantRecord
 
 THRESHOLDS: dict[str, tuple[float, str]] = {
     "busy_pct": (60.0, "a unit (SM, or DRAM) at or above this % of its peak is the limiter: memory- or "
@@ -87,19 +88,16 @@ def fmt_bytes(b: float) -> str:
     return f"{b:.0f} B"
 
 
-def dominant_kernel(variant: dict[str, Any]) -> dict[str, Any] | None:
+def dominant_kernel(variant: dict[str, Any]) -> KernelMetrics | None:
     """The profiled kernel that took longest: its metrics describe the variant."""
-    kernels = (variant.get("ncu") or {}).get("kernels") or []
+    kernels = VariantRecord.of(variant).kernels
     if not kernels:
         return None
-    return max(kernels, key=lambda k: (k["metrics"].get(DUR) or {}).get("value") or 0)
+    return max(kernels, key=lambda k: k.metric(DUR) or 0)
 
 
 def m(kernel: dict[str, Any] | None, name: str) -> float | None:
-    if kernel is None:
-        return None
-    entry = kernel["metrics"].get(name)
-    return None if entry is None else entry["value"]
+    return None if kernel is None else KernelMetrics.of(kernel).metric(name)
 
 
 _TIME_SCALE_US = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3,
@@ -121,9 +119,9 @@ def memory_pct(kernel: dict[str, Any] | None) -> float | None:
 
 def clock_ratio(variant: dict[str, Any]) -> float | None:
     """ncu duration of all the variant's kernels (base clocks, caches flushed) over its event-timed median."""
-    kernels = (variant.get("ncu") or {}).get("kernels") or []
-    durs = [duration_us(k) for k in kernels]
-    median = (variant.get("timing") or {}).get("median_ms")
+    v = VariantRecord.of(variant)
+    durs = [duration_us(k) for k in v.kernels]
+    median = v.median_ms
     if not durs or any(d is None for d in durs) or not median:
         return None
     return sum(durs) / (median * 1e3)
@@ -141,8 +139,7 @@ def dram_pct_at_event_time(variant: dict[str, Any], kernel: dict[str, Any] | Non
 
 def dram_bytes(variant: dict[str, Any]) -> float | None:
     """DRAM bytes read + written by all kernels of the variant (split kernels count together)."""
-    kernels = (variant.get("ncu") or {}).get("kernels") or []
-    vals = [(m(k, READ), m(k, WRITE)) for k in kernels]
+    vals = [(k.metric(READ), k.metric(WRITE)) for k in VariantRecord.of(variant).kernels]
     if not vals or any(r is None or w is None for r, w in vals):
         return None
     return sum(r + w for r, w in vals)
@@ -151,15 +148,15 @@ def dram_bytes(variant: dict[str, Any]) -> float | None:
 def ncu_flops(variant: dict[str, Any]) -> float | None:
     """Floating-point operations ncu counted over all kernels of the variant (catalogue.FLOP_WEIGHTS); None when
     a kernel has none of the counters, or used the tensor pipe while no tensor-path counter was collected."""
+    kernels = VariantRecord.of(variant).kernels
     total = 0.0
-    for k in (variant.get("ncu") or {}).get("kernels") or []:
-        got = {n: m(k, n) for n in FLOP_WEIGHTS}
-        counted = {n: v for n, v in got.items() if v is not None}
-        tensor = [v for n, v in counted.items() if n.startswith("sm__ops_path_tensor")]
-        if not counted or ((m(k, TENSOR_INST) or 0) > 0 and not tensor):
+    for k in kernels:
+        counted = {n: x for n in FLOP_WEIGHTS if (x := k.metric(n)) is not None}
+        tensor = [x for n, x in counted.items() if n.startswith("sm__ops_path_tensor")]
+        if not counted or ((k.metric(TENSOR_INST) or 0) > 0 and not tensor):
             return None
-        total += sum(v * FLOP_WEIGHTS[n] for n, v in counted.items())
-    return total if (variant.get("ncu") or {}).get("kernels") else None
+        total += sum(x * FLOP_WEIGHTS[n] for n, x in counted.items())
+    return total if kernels else None
 
 
 def ceilings(env: dict[str, Any]) -> dict[str, Any]:
@@ -283,8 +280,8 @@ def blocks_per_sm(kernel: dict[str, Any] | None) -> float | None:
 
 def launch_overhead(variant: dict[str, Any]) -> float | None:
     """Share of the event-timed median outside the call's kernels (CUPTI, one call after timing)."""
-    kernel_ms = (variant.get("after_timing") or {}).get("kernel_ms")
-    median = (variant.get("timing") or {}).get("median_ms")
+    v = VariantRecord.of(variant)
+    kernel_ms, median = v.kernel_ms, v.median_ms
     return None if not kernel_ms or not median else max(0.0, 1 - kernel_ms / median)
 
 
@@ -375,7 +372,7 @@ def findings(variant: dict[str, Any], shape: dict[str, Any], env: dict[str, Any]
 
 def fraction_of_copy(variant: dict[str, Any], shape: dict[str, Any]) -> float | None:
     """Device-copy time of the op's minimal bytes over the variant's time (1.0 = copy speed)."""
-    copy = (shape.get("copy") or {}).get("timing")
+    copy = ShapeRecord.of(shape).copy_timing
     timing = variant.get("timing")
     if not copy or not timing:
         return None

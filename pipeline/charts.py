@@ -22,6 +22,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from markupsafe import Markup
 
 from pipeline import analysis, catalogue, recommend
+from pipeline.records import ShapeRecord
 from pipeline.shapeanalysis import ShapeAnalysis
 
 LOG_RANGE = 10.0          # slowest/fastest above this: log time axis, else the close ones look equal
@@ -340,7 +341,7 @@ def _points(sa: ShapeAnalysis) -> list[Point]:
             name=v["name"], family=v.get("stem", v["name"]), status=v["status"],
             median_ms=tm and tm["median_ms"], p25_ms=tm and tm["p25_ms"], p75_ms=tm and tm["p75_ms"],
             sm_pct=analysis.m(k, analysis.SM), dram_pct=analysis.m(k, analysis.DRAM),
-            block_elems=block_elems(v.get("config") or {}), recommended=va.recommended, tied=va.tied,
+            block_elems=block_elems(v.config), recommended=va.recommended, tied=va.tied,
             dram_bytes=analysis.dram_bytes(v), flops=analysis.ncu_flops(v) or sa.shape.get("flops")))
     return out
 
@@ -401,7 +402,7 @@ def floor(shape: dict[str, Any], env: dict[str, Any], lead: str) -> Floor | None
     if lead == "compute":
         ms = analysis.roofline(shape, env).compute_ms
         return Floor(ms, "compute roofline: FLOPs at the measured matmul rate") if ms else None
-    copy = ((shape.get("copy") or {}).get("timing") or {}).get("median_ms")
+    copy = ShapeRecord.of(shape).copy_ms
     return Floor(copy, "device copy of the minimal bytes") if copy else None
 
 
@@ -418,9 +419,8 @@ class ShapeChartData:
 
 def chart_data(op: str, sa: ShapeAnalysis) -> ShapeChartData:
     shape = sa.shape
-    return ShapeChartData(f"{op}/{shape['id']}", _points(sa), floor(shape, sa.environment, sa.lead),
-                          ((shape.get("reference") or {}).get("timing") or {}).get("median_ms"), sa.lead,
-                          roof(shape, sa.environment))
+    return ShapeChartData(f"{op}/{shape.id}", _points(sa), floor(shape, sa.environment, sa.lead),
+                          shape.reference_ms, sa.lead, roof(shape, sa.environment))
 
 
 def shape_charts(data: ShapeChartData, sty: dict[str, Style]) -> list[Chart]:
@@ -472,7 +472,7 @@ def sweep(doc: dict[str, Any], analyses: list[ShapeAnalysis], sty: dict[str, Sty
         if lead == "compute":
             ceiling_ms = analysis.roofline(shape, env).compute_ms
         else:
-            ceiling_ms = ((shape.get("copy") or {}).get("timing") or {}).get("median_ms")
+            ceiling_ms = shape.copy_ms
         for fam, v in sa.family_best.items() if ceiling_ms else ():
             pts.append(SweepPoint(shape["id"], fam, ceiling_ms / v["timing"]["median_ms"], sa.is_recommended(v)))
     if len(doc["shapes"]) < 2 or not pts:

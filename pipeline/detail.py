@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from pipeline import metrics, ncu
 from pipeline.errors import ToolError
+from pipeline.records import ShapeRecord
 from pipeline.shapeanalysis import ShapeAnalysis, analyze_shape
 
 if TYPE_CHECKING:
@@ -222,7 +223,7 @@ def run(r: OpRun, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         # each shape is charged its share of the pass, by kernels, as the main ncu pass is (ncupass.run)
         share = round(run_rec["wall_s"] * len(roles) / n, 2)
         wall = {**rec["wall_s"], "detail": share, "total": round(rec["wall_s"]["total"] + share, 2)}
-        out.append({**rec, "detail": run_rec, "variants": variants, "wall_s": wall})
+        out.append(ShapeRecord.of({**rec, "detail": run_rec, "variants": variants, "wall_s": wall}))
     return out
 
 

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from pipeline import analysis, charts, detail, display as fmt
+from pipeline.records import VariantRecord
 from pipeline.viewmodel import WhyKernel, WhyView
 
 
@@ -75,7 +76,8 @@ def amount(row: dict[str, Any] | None) -> str:
 def view(shape: dict[str, Any], results_dir: Path, reports_dir: Path) -> WhyView | None:
     """The detail pass's kernels side by side, the recommended one first; None where the pass did not run."""
     run = shape.get("detail")
-    picked = sorted((v for v in shape["variants"] if v.get("detail")), key=lambda v: v["detail"]["role"] != "recommended")
+    picked = sorted((VariantRecord.of(v) for v in shape["variants"] if v.get("detail")),
+                    key=lambda v: v["detail"]["role"] != "recommended")
     if not run or not picked:
         return None
     dominant = [max(v["detail"]["kernels"], key=lambda k: k.get("duration_ns") or 0, default={}) for v in picked]
@@ -84,7 +86,7 @@ def view(shape: dict[str, Any], results_dir: Path, reports_dir: Path) -> WhyView
     rows = [what for what, *_ in (*detail.MEMORY, *detail.HIT_RATES)]
     rep = run.get("report")
     kernels = [WhyKernel(
-        role=v["detail"]["role"], name=v["name"], median_ms=fmt.ms((v.get("timing") or {}).get("median_ms")),
+        role=v["detail"]["role"], name=v["name"], median_ms=fmt.ms(v.median_ms),
         kernels=", ".join(k["name"] for k in v["detail"]["kernels"]) or "none profiled",
         lines=[(f"{Path(ln['file']).name}:{ln['line']}", f"{ln['share']:.0%}",
                 ", ".join(r.replace("_", " ") for r in ln["reasons"]), ln["text"]) for ln in k.get("lines", [])],

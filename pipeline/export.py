@@ -13,6 +13,7 @@ from typing import Any
 
 from pipeline import analysis, report, results, shapeanalysis
 from pipeline.errors import ResultsError, SelectionError
+from pipeline.records import VariantRecord
 from pipeline.stages import STAGES, Stage
 
 ARCHITECTURES = {"7.0": "Volta", "7.5": "Turing", "8.0": "Ampere", "8.6": "Ampere", "8.7": "Ampere",
@@ -37,10 +38,10 @@ def find(doc: dict[str, Any], variant: str, shape_id: str | None) -> tuple[dict[
 
 def ncu_json(variant: dict[str, Any], metrics: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """{kernel_name: {metric: value}} exactly as the seed prompt carries it; repeated names get '#2', '#3'."""
-    kernels = (variant.get("ncu") or {}).get("kernels") or []
+    v = VariantRecord.of(variant)
+    kernels = v.kernels
     if not kernels:
-        raise SelectionError(f"variant {variant['name']} has no ncu metrics (status {variant['status']}, "
-                             f"ncu {(variant.get('ncu') or {}).get('status')})")
+        raise SelectionError(f"variant {v.name} has no ncu metrics (status {v.status}, ncu {v.ncu_status})")
     out: dict[str, dict[str, Any]] = {}
     for k in kernels:
         name, n = k["name"], 2

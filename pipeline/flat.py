@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import analysis, results, shapeanalysis
+from pipeline.records import ShapeRecord
 
 # (column, meaning): docs/results.md lists the same table (a test keeps them equal)
 COLUMNS: list[tuple[str, str]] = [
@@ -49,29 +50,27 @@ def rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     gpu = doc["environment"].get("gpu_name")
     for sa in shapeanalysis.analyze_doc(doc):
         shape = sa.shape
-        ref = (shape.get("reference") or {}).get("timing") or {}
+        ref_ms = shape.reference_ms
         # the recommendation's baseline: the fastest correct config of the baseline file, as the pages use
         base_ms = next((v["timing"]["median_ms"] for v in sa.ranking if v.get("baseline")), None)
         for va in sa.variants:
             v, k = va.variant, va.kernel
-            t = v.get("timing") if v["status"] == "ok" else None
-            median = (t or {}).get("median_ms")
+            t = v.timing if v.ok else None
+            median = t and t.median_ms
             out.append({
                 "op": doc["op"], "gpu": gpu, "shape": shape["id"], "dtype": shape.get("dtype"),
-                "variant": v["name"], "stem": v.get("stem", v["name"]), "status": v["status"],
+                "variant": v.name, "stem": v.stem, "status": v.status,
                 "error": v.get("error") or "",
-                "median_ms": median, "p25_ms": (t or {}).get("p25_ms"), "p75_ms": (t or {}).get("p75_ms"),
-                "reps": (t or {}).get("reps"),
+                "median_ms": median, "p25_ms": t and t.p25_ms, "p75_ms": t and t.p75_ms, "reps": t and t.reps,
                 "recommended": va.recommended,
                 "tied": va.tied,
                 "fraction_of_copy": va.fraction_of_copy if t else None,
                 "vs_baseline": base_ms / median if base_ms and median else None,
-                "vs_torch_eager": ref["median_ms"] / median if ref.get("median_ms") and median else None,
+                "vs_torch_eager": ref_ms / median if ref_ms and median else None,
                 "bound": va.bound.kind if k else None,
                 "sm_pct": analysis.m(k, analysis.SM), "dram_pct": analysis.m(k, analysis.DRAM),
                 "warps_active_pct": analysis.m(k, analysis.WARPS),
-                "kernel_ms": (v.get("after_timing") or {}).get("kernel_ms"),
-                "ncu_status": (v.get("ncu") or {}).get("status"),
+                "kernel_ms": v.kernel_ms, "ncu_status": v.ncu_status,
             })
     return out
 
@@ -93,8 +92,8 @@ def long_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     gpu = doc["environment"].get("gpu_name")
     return [{"op": doc["op"], "gpu": gpu, "shape": shape["id"], "variant": v["name"], "kernel": k.get("name"),
              "metric": name, "value": entry.get("value"), "unit": entry.get("unit")}
-            for shape in doc["shapes"] for v in shape["variants"]
-            for k in (v.get("ncu") or {}).get("kernels") or [] for name, entry in k["metrics"].items()]
+            for shape in map(ShapeRecord.of, doc["shapes"]) for v in shape.variants
+            for k in v.kernels for name, entry in k["metrics"].items()]
 
 
 def load_frame(path: str | Path):

@@ -17,6 +17,7 @@ from pipeline import analysis, compare, results, shapeanalysis
 from pipeline.shapeanalysis import ShapeAnalysis, VariantAnalysis
 from pipeline.config import Config, Shape, Targets, load_op
 from pipeline.errors import ExitCode, ResultsError
+from pipeline.records import ShapeRecord
 
 PASS, FAIL, NA, ERROR = "pass", "FAIL", "n/a", "cannot judge"
 COUNTERS = ("sm_throughput_min", "memory_throughput_min", "roofline_fraction_min", "warps_active_min")
@@ -68,7 +69,7 @@ class _Kernel:
     def __init__(self, ctx: dict[str, Any], va: VariantAnalysis, shape: dict[str, Any], t: Targets) -> None:
         self.ctx, self.v, self.shape, self.t = ctx, va.variant, shape, t
         self.k = va.kernel
-        ok = (va.variant.get("ncu") or {}).get("status") == "ok"
+        ok = va.variant.ncu_status == "ok"
         self.bound = va.bound if ok else None
 
     def row(self, target: str, value: str, verdict: str, reason: str) -> Check:
@@ -181,12 +182,12 @@ class _Kernel:
         rows = [fresh]
         if fresh.verdict == ERROR:
             return rows
-        t, ncu = self.t, self.v.get("ncu") or {}
+        t, ncu = self.t, self.v.ncu
         counters = [k for k in COUNTERS if getattr(t, k) > 0]
         if counters and self.bound is None:
             status = ncu.get("status", "missing")
             how = (" Counters unavailable: " if status == "permission-denied" else " ") + (ncu.get("error") or "")
-            log = (self.shape.get("ncu") or {}).get("log")
+            log = ShapeRecord.of(self.shape).ncu.get("log")
             rows.append(self.row("ncu profile", status, ERROR,
                                  f"profiling {status}: no ncu metrics for {', '.join(counters)}.{how.rstrip()}"
                                  + (f" (log: {log})" if log else "") + f"; then {_profile_hint(self.ctx['op'], self.shape['id'])}"))

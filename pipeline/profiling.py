@@ -34,11 +34,12 @@ from pipeline.config import Config, NcuConfig, Shape
 from pipeline.errors import ConfigError, NoGpuError, ResultsError, SelectionError
 from pipeline.measure import Quiet, Say, Tracker, measure_ceilings, measure_op
 from pipeline.ops import Op
+from pipeline.records import ShapeRecord
 from pipeline.supervise import Worker, kill_all, track
 
 
 def assemble(w: ShapeWork, prof: dict[str, Any] | None, picked: set[str], select: str,
-             worker_log: str) -> dict[str, Any]:
+             worker_log: str) -> ShapeRecord:
     """The shape's record: fresh results for measured variants, stored ones (marked cached) for the rest."""
     op, timing = w.op, w.timing or {}
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -76,7 +77,7 @@ def assemble(w: ShapeWork, prof: dict[str, Any] | None, picked: set[str], select
         variants.append(rec)
     facts = w.env or {}
     ncu_rec = {k: val for k, val in prof.items() if k not in ("by_range", "worker_events")} if prof else None
-    return {
+    return ShapeRecord.of({
         "id": w.id, "params": w.shape.params, "dtype": w.shape.dtype,
         "min_bytes": w.min_bytes, "input_bytes": w.input_bytes,
         "flops": op.flops(w.shape.params), "reference_sha256": op.reference_sha256,
@@ -98,7 +99,7 @@ def assemble(w: ShapeWork, prof: dict[str, Any] | None, picked: set[str], select
         "counts": {"measured": len(w.measure), "cached": len(w.cached), "retimed": len(w.controls)},
         "precompile": {**w.compiled, "ahead": w.ahead} if w.compiled and w.ahead else w.compiled,
         "variants": variants,
-    }
+    })
 
 
 class Stopped(Exception):

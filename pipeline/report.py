@@ -27,6 +27,7 @@ import jinja2
 from pipeline import (analysis, catalogue, charts, detail_view, display as fmt, optimize_page, recommend, results,
                       shapeanalysis)
 from pipeline.comparison import baseline_docs, baseline_for, compare_name, compare_page, diff_name, diff_page
+from pipeline.records import ShapeRecord, VariantRecord
 from pipeline.shapeanalysis import ShapeAnalysis, VariantAnalysis
 from pipeline.viewmodel import (Alert, Cell, Chart, Column, FamilyRank, Headline, IndexPage, Link, OpPage, ShapeView,
                                 Stat, Trace, VariantRow)
@@ -79,7 +80,7 @@ class _Rival:
 
 def _rivals(shape: dict[str, Any], rec: recommend.Recommendation, bench: dict[str, Any] | None) -> list[_Rival]:
     out = []
-    ref = (shape.get("reference") or {}).get("timing")
+    ref = ShapeRecord.of(shape).reference_timing
     if ref:
         out.append(_Rival("torch eager", ref, rec.variant["timing"], "the reference, timed beside the variants"))
     if bench:
@@ -107,8 +108,8 @@ def _alerts(rivals: list[_Rival], rec: recommend.Recommendation) -> list[Alert]:
 # ---------------------------------------------------------------- ncu trace of a variant
 
 def _trace(v: dict[str, Any], shape_id: str, results_dir: Path, reports_dir: Path) -> Trace:
-    rec = v.get("ncu") or {}
-    kernels = rec.get("kernels") or []
+    v = VariantRecord.of(v)
+    rec, kernels = v.ncu, v.kernels
     names = list(dict.fromkeys(k["name"] for k in kernels)) or list(dict.fromkeys(v.get("launched") or []))
     rng, report = rec.get("range") or "", rec.get("report")
     profiled = bool(rng and report and kernels)
@@ -278,8 +279,8 @@ def _row(va: VariantAnalysis, sa: ShapeAnalysis, base_ms: float | None, results_
     med = tm["median_ms"] if tm else None
     compiled = v.get("compiled") or []
     moved, mb = analysis.dram_bytes(v), shape.get("min_bytes")
-    ncu_rec = v.get("ncu") or {}
-    ncu_status = ncu_rec.get("status", "")
+    ncu_rec = v.ncu
+    ncu_status = v.ncu_status or ""
     status = v["status"] + ("" if v["status"] != "ok" or ncu_status in ("ok", "") else
                             " · not profiled" if ncu_status == "not-selected" else f" · ncu {ncu_status}")
     # a cached result says when it was measured (and re-timed, when it served as a control)
@@ -361,7 +362,7 @@ def _headline(sa: ShapeAnalysis, rivals: list[_Rival], trace: Trace) -> Headline
     v, tm = rec.variant, rec.variant["timing"]
     roof = analysis.roofline(shape, env)
     mem_frac, comp_frac = va.memory_fraction, va.compute_fraction
-    copy = (shape.get("copy") or {}).get("timing")
+    copy = ShapeRecord.of(shape).copy_timing
     bound = va.bound
     med = fmt.ms(rec.median_ms)
     timings = {x["name"]: x["timing"]["median_ms"] for x in sa.ranking}
@@ -448,14 +449,13 @@ def shape_view(shape: dict[str, Any], env: dict[str, Any], results_dir: Path, re
     """One shape's view; `bench`: bench.json rows per shape id (torch.compile), when measured; `sa`: the
     shape's analysis when the caller has it."""
     sa = sa or shapeanalysis.analyze_shape(shape, env)
+    shape = sa.shape
     rec, lead_ = sa.recommendation, sa.lead
     base_ms = next((v["timing"]["median_ms"] for v in sa.ranking if v.get("baseline")), None)
     rows = [_row(va, sa, base_ms, results_dir, reports_dir) for va in sa.variants]
     rows.sort(key=lambda r: (r.median_raw is None, r.median_raw or 0, r.name))
     folded = [r for r in rows if r.folded]
-    copy = (shape.get("copy") or {}).get("timing")
-    ref = (shape.get("reference") or {}).get("timing")
-    mb = shape.get("min_bytes")
+    copy, ref, mb = shape.copy_timing, shape.reference_timing, shape.min_bytes
     roof = analysis.roofline(shape, env)
     brow = (bench or {}).get(shape["id"])
     rivals = _rivals(shape, rec, brow) if rec else []
@@ -473,11 +473,11 @@ def shape_view(shape: dict[str, Any], env: dict[str, Any], results_dir: Path, re
     facts += roofs[::-1] if lead_ == "compute" else roofs
     statuses = Counter(v["status"] for v in shape["variants"])
     fold_counts = Counter(r.status for r in folded)
-    ncu_rec = shape.get("ncu") or {}
+    ncu_rec = shape.ncu
     rec_row = next((r for r in rows if r.recommended), None)
     return ShapeView(
         id=shape["id"], anchor="shape-" + results.slug(shape["id"]),
-        params=", ".join(f"{k}={v}" for k, v in (shape.get("params") or {}).items()) or "default",
+        params=", ".join(f"{k}={v}" for k, v in shape.params.items()) or "default",
         dtype=shape.get("dtype", ""), lead=lead_, facts=facts, alerts=_alerts(rivals, rec) if rec else [],
         headline=_headline(sa, rivals, rec_row.trace) if rec else None,
         ties=list(rec.ties) if rec else [], charts=shape_charts or [],
@@ -490,7 +490,7 @@ def shape_view(shape: dict[str, Any], env: dict[str, Any], results_dir: Path, re
         ncu_command=" ".join(ncu_rec.get("command", [])), ncu_passes=str(ncu_rec.get("passes") or "—"),
         report_href=fmt.href(results_dir, reports_dir, ncu_rec.get("report")),
         cached_report_hrefs=[fmt.href(results_dir, reports_dir, r) for r in sorted(
-            {(v.get("ncu") or {}).get("report") for v in shape["variants"]} - {None, ncu_rec.get("report")})],
+            {v.ncu.get("report") for v in shape.variants} - {None, ncu_rec.get("report")})],
         log_href=fmt.href(results_dir, reports_dir, ncu_rec.get("log")),
         worker_log_href=fmt.href(results_dir, reports_dir, shape.get("worker_log")),
         errors=list(shape.get("errors", [])), why=detail_view.view(shape, results_dir, reports_dir))
@@ -509,7 +509,7 @@ def _environment(doc: dict[str, Any]) -> list[tuple[str, str]]:
         ("driver", g("driver")), ("CUDA", g("cuda")), ("ncu", f"{g('ncu_version')} ({g('ncu_path')})"),
         ("ncu replay mode", g("replay_mode", ncu)), ("ncu clock control", g("clock_control", ncu)),
         ("ncu cache control", g("cache_control", ncu)),
-        ("ncu replay passes", ", ".join(f"{x['id']}: {(x.get('ncu') or {}).get('passes') or '—'}" for x in shapes)),
+        ("ncu replay passes", ", ".join(f"{x.id}: {x.ncu.get('passes') or '—'}" for x in map(ShapeRecord.of, shapes))),
         ("ncu metrics", ", ".join(ncu.get("metrics") or []) or "—"),
         ("measured copy bandwidth", f"{ceil['copy_gbs']:,.0f} GB/s (copy of {fmt.bytes(ceil.get('copy_bytes'))}, fastest "
          f"{fmt.ms(copy.get('min_ms'))} ms of {copy.get('reps', '?')} repeats; median {fmt.ms(copy.get('median_ms'))} ms)" if ceil.get("copy_gbs") else "—"),

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ResultsError
+from pipeline.records import OpRecord
 
 SCHEMA = "pipeline-results"
 SCHEMA_VERSION = 1
@@ -57,7 +58,7 @@ def new(op: str, environment: dict[str, Any]) -> dict[str, Any]:
             "shapes": []}
 
 
-def load(path: Path) -> dict[str, Any]:
+def load(path: Path) -> OpRecord:
     try:
         doc = json.loads(path.read_text())
     except FileNotFoundError as exc:
@@ -76,7 +77,7 @@ def load(path: Path) -> dict[str, Any]:
         for key in ("id", "variants"):
             if key not in shape:
                 raise ResultsError(f"{path}: shapes[{i}] missing key '{key}'")
-    return doc
+    return OpRecord.of(doc)
 
 
 def merge_shape(doc: dict[str, Any], shape: dict[str, Any]) -> None:

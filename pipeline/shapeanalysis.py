@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline import analysis, recommend
+from pipeline.records import KernelMetrics, ShapeRecord, VariantRecord
 
 
 @dataclass(frozen=True)
 class VariantAnalysis:
-    variant: dict[str, Any]
-    kernel: dict[str, Any] | None           # the dominant ncu kernel; None when not profiled
+    variant: VariantRecord
+    kernel: KernelMetrics | None            # the dominant ncu kernel; None when not profiled
     bound: analysis.Bound                   # "unknown" without ncu metrics
     memory_fraction: float | None           # of the memory roofline (None without a timing, whatever the status)
     compute_fraction: float | None
@@ -38,12 +39,12 @@ class VariantAnalysis:
 
 @dataclass(frozen=True)
 class ShapeAnalysis:
-    shape: dict[str, Any]
+    shape: ShapeRecord
     environment: dict[str, Any]
-    ranking: tuple[dict[str, Any], ...]                 # correct, timed variants, fastest first
+    ranking: tuple[VariantRecord, ...]                  # correct, timed variants, fastest first
     recommendation: recommend.Recommendation | None
     variants: tuple[VariantAnalysis, ...]               # in the results' order
-    family_best: dict[str, dict[str, Any]]              # stem -> its fastest correct variant, fastest family first
+    family_best: dict[str, VariantRecord]               # stem -> its fastest correct variant, fastest family first
     lead: str                                           # `compute` or `memory`: the ceiling the shape is shown against
 
     @property
@@ -76,16 +77,17 @@ class ShapeAnalysis:
 
 def analyze_variant(v: dict[str, Any], shape: dict[str, Any], env: dict[str, Any],
                     rec: recommend.Recommendation | None = None) -> VariantAnalysis:
-    timed = v["status"] == "ok" and bool(v.get("timing"))
+    v, shape = VariantRecord.of(v), ShapeRecord.of(shape)
+    timed = v.ok and v.median_ms is not None
     mem, comp = analysis.roofline_fractions(v, shape, env)
-    is_rec = rec is not None and rec.variant["name"] == v["name"]
+    is_rec = rec is not None and rec.variant["name"] == v.name
     return VariantAnalysis(
         variant=v, kernel=analysis.dominant_kernel(v), bound=analysis.classify(v, shape, env),
         memory_fraction=mem, compute_fraction=comp,
         fraction_of_copy=analysis.fraction_of_copy(v, shape),
         grid=analysis.launch_dims(v, "grid"), block=analysis.launch_dims(v, "block"),
         cluster=analysis.cluster_dims(v), findings=tuple(analysis.findings(v, shape, env)),
-        recommended=is_rec, tied=timed and not is_rec and rec is not None and v["name"] in rec.ties)
+        recommended=is_rec, tied=timed and not is_rec and rec is not None and v.name in rec.ties)
 
 
 def _lead(shape: dict[str, Any], best: VariantAnalysis | None) -> str:
@@ -102,12 +104,13 @@ def _lead(shape: dict[str, Any], best: VariantAnalysis | None) -> str:
 
 
 def analyze_shape(shape: dict[str, Any], environment: dict[str, Any]) -> ShapeAnalysis:
+    shape = ShapeRecord.of(shape)       # a results file's shape is typed already (results.load)
     order = recommend.ranked(shape)
     rec = recommend.from_ranking(shape, order)
     variants = tuple(analyze_variant(v, shape, environment, rec) for v in shape["variants"])
-    best: dict[str, dict[str, Any]] = {}
+    best: dict[str, VariantRecord] = {}
     for v in order:                 # fastest first: the first of a family is its best
-        best.setdefault(v.get("stem", v["name"]), v)
+        best.setdefault(v.stem, v)
     rec_va = next((a for a in variants if a.recommended), None)
     return ShapeAnalysis(shape=shape, environment=environment, ranking=tuple(order), recommendation=rec,
                          variants=variants, family_best=best, lead=_lead(shape, rec_va))

@@ -50,12 +50,12 @@ def time_split(console: Console, paths: list[Path], report_s: float, started: fl
     split = {"compile": 0.0, "verify": 0.0, "time": 0.0, "ncu": 0.0, "detail": 0.0}
     hidden = 0.0      # compile seconds that ran between an op's measuring and the next op's, under ncu
     for path in paths:
-        for shape in results.load(path)["shapes"]:
+        for shape in results.load(path).shapes:
             measured = dt.datetime.fromisoformat(shape["measured_at"]).timestamp() if shape.get("measured_at") else 0
             if measured + 1 < since:
                 continue
             for key in split:
-                split[key] += (shape.get("wall_s") or {}).get(key) or 0
+                split[key] += shape.wall_s.get(key) or 0
             ahead = (shape.get("precompile") or {}).get("ahead") or {}
             hidden += ahead.get("seconds", 0) - ahead.get("waited_s", 0)
     split["verify"] -= split["compile"]
