@@ -304,9 +304,9 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--force", action="store_true", help="re-measure shapes whose inputs did not change")
     pr.add_argument("--gpus", help="comma-separated GPU ids to spread shapes over, one lane each "
                                    "(default: every visible GPU)")
-    pr.add_argument("--backend", choices=["threads", "ray"],
-                    help="run the lanes as threads over this host's GPUs, or as Ray actors over a cluster's "
-                         "(default: backend in pipeline.yaml, else threads)")
+    pr.add_argument("--backend", metavar="threads|ray|MODULE:CLASS",
+                    help="run the lanes as threads over this host's GPUs, as Ray actors over a cluster's, or "
+                         "through another shard.Backend (default: backend in pipeline.yaml, else threads)")
     pr.add_argument("--ray-address", metavar="ADDR",
                     help="with --backend ray: auto, HOST:PORT or ray://HOST:PORT (default: ray_address, else auto)")
     pr.add_argument("--gpu-model", metavar="NAME",

@@ -234,9 +234,10 @@ class Config:
     kernels_dir: str = _f("kernels", "where ops live: kernels/<op>/reference.py + variants + op.yaml")
     profiles_dir: str = _f("profiles", "results JSON and .ncu-rep files, per GPU and op")
     reports_dir: str = _f("reports", "generated HTML")
-    backend: typing.Literal["threads", "ray"] = _f(
-        "threads", "where `profile` runs its lanes, one per GPU: `threads` (the GPUs of this host) or `ray` (every "
-        "GPU of a Ray cluster, one actor each; `pip install .[ray]`); --backend")
+    backend: str = _f(
+        "threads", "where `profile` runs its lanes, one per GPU: `threads` (the GPUs of this host), `ray` (every "
+        "GPU of a Ray cluster, one actor each; `pip install .[ray]`), or `module:Class` of another "
+        "implementation of shard.Backend; --backend")
     ray_address: str = _f("auto", "the Ray cluster of backend ray: `auto` (the one `ray start` made this node part "
                                   "of), `host:port` of its head, or `ray://host:port` (Ray Client); --ray-address")
     verify: VerifyConfig = _f(VerifyConfig(), "correctness checking")

@@ -84,10 +84,17 @@ BACKENDS = {"threads": "pipeline.shard:ThreadLanes", "ray": "pipeline.raybackend
 
 
 def backend(name: str, options: Options) -> Backend:
-    if name not in BACKENDS:
-        raise ConfigError(f"unknown backend '{name}'; backends: {', '.join(BACKENDS)}")
-    module, cls = BACKENDS[name].split(":")
-    return getattr(importlib.import_module(module), cls)(options)
+    """The backend a name stands for: one of BACKENDS, or any `module:Class` importable here that implements
+    Backend (so another backend needs no change outside its own module)."""
+    target = BACKENDS.get(name, name)
+    module, _, cls = target.partition(":")
+    if not module or not cls:
+        raise ConfigError(f"unknown backend '{name}'; backends: {', '.join(BACKENDS)}, or MODULE:CLASS")
+    try:
+        made = getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"backend '{name}': cannot load {target} ({type(exc).__name__}: {exc})") from None
+    return made(options)
 
 
 def plan(items: list[Item], devices: list[str]) -> dict[str, list[Item]]:
