@@ -155,41 +155,27 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return code
 
 
-def _results_for(proj: Project, op: str, path: str | None) -> dict:
+def _results_for(proj: Project, op: str, path: str | None) -> Path:
     if path:
-        return results.load(Path(path))
+        return Path(path)
     found = [p for p in results.find_all(proj.profiles) if p.parent.name == results.slug(op)]
     if not found:
         raise PipelineError(f"no results for op '{op}' under {proj.profiles}; run `{PROG} profile "
                             f"--op {op}` first")
-    return results.load(found[0])
+    return found[0]
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from pipeline import export
-    doc = _results_for(_project(args), args.op, args.results)
-    if args.format in ("csv", "json"):      # every variant × shape, flat (pipeline/flat.py's columns)
-        from pipeline import flat
-        table = [r for r in flat.rows(doc) if (not args.shape or r["shape"] == args.shape)
-                 and (not args.variant or args.variant in (r["variant"], r["stem"]))]
-        sys.stdout.write(flat.to_csv(table) if args.format == "csv" else flat.to_json(table) + "\n")
-        return ExitCode.OK
-    name = args.variant or export.best_name(doc["shapes"][0], doc["environment"]) or ""
-    shape, variant = export.find(doc, name, args.shape)
-    wanted = export.stage_named(args.stage).metrics() if args.stage else None
-    print(json.dumps(export.ncu_json(variant, wanted), indent=2))
+    proj = _project(args)
+    sys.stdout.write(export.as_format(args.format, _results_for(proj, args.op, args.results), variant=args.variant,
+                                      shape=args.shape, stage=args.stage, root=proj.root, kernels=proj.kernels))
     return ExitCode.OK
 
 
 def cmd_prompt(args: argparse.Namespace) -> int:
-    from pipeline import export
-    proj = _project(args)
-    doc = _results_for(proj, args.op, args.results)
-    name = args.variant or export.best_name(doc["shapes"][0], doc["environment"]) or ""
-    shape, variant = export.find(doc, name, args.shape)
-    print(export.render_prompt(export.prompt_view(doc, shape, variant, export.stage_named(args.stage), proj.root,
-                                                  proj.kernels)))
-    return ExitCode.OK
+    args.format = "prompt"
+    return cmd_export(args)
 
 
 def cmd_add_variant(args: argparse.Namespace) -> int:
@@ -333,9 +319,10 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--baseline", help="results.json or profiles folder to diff against: one page per op (Δ per variant)")
     rp.set_defaults(func=cmd_report)
     ex = sub.add_parser("export", help="print a variant's stored ncu metrics as the seed's {kernel: {metric: value}}")
-    ex.add_argument("--format", choices=["ncu-json", "csv", "json"], default="ncu-json",
+    ex.add_argument("--format", choices=["ncu-json", "csv", "json", "prompt", "terminal", "html"], default="ncu-json",
                     help="ncu-json: one variant's metrics for a prompt; csv / json: one row per variant × shape "
-                         "(columns in docs/results.md)")
+                         "(columns in docs/results.md); prompt: as the prompt command (needs --stage); terminal: "
+                         "the tables `profile` prints; html: the op's page, its links relative to the current folder")
     for sp in (ex, sub.add_parser("prompt", help="render an LLM optimisation-stage prompt from stored results")):
         sp.add_argument("--op", required=True)
         sp.add_argument("--variant", help="variant name (default: the recommended one)")

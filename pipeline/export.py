@@ -1,5 +1,6 @@
-"""Stored results in the formats LLM kernel-optimisation loops read: the seed's NCU-metrics JSON block
-(`export --format ncu-json`) and a whole stage prompt (`prompt`), rendered from templates/prompt.txt.
+"""Stored results in every output format (`export --format`, as_format): the formats LLM kernel-optimisation
+loops read, the seed's NCU-metrics JSON block (ncu-json) and a whole stage prompt (`prompt`, rendered from
+templates/prompt.txt), and beside them the flat csv / json tables, the terminal tables and the op's HTML page.
 
 Everything comes from a results file: the GPU block from the measured device, the metrics from ncu,
 the time, roofline fraction and bound from this pipeline's own analysis.
@@ -131,3 +132,42 @@ def best_name(shape: dict[str, Any], environment: dict[str, Any]) -> str | None:
     rec = shapeanalysis.analyze_shape(shape, environment).recommendation
     return rec.variant["name"] if rec else None
 
+
+
+FORMATS = ("ncu-json", "csv", "json", "prompt", "terminal", "html")
+
+
+def as_format(fmt: str, path: Path, *, variant: str | None = None, shape: str | None = None, stage: str | None = None,
+              root: Path | None = None, kernels: Path | None = None, reports_dir: Path | None = None) -> str:
+    """One results file written in one output format (`export --format`), each read from shapeanalysis:
+    ncu-json (a variant's metrics, the seed prompt's block), csv / json (pipeline/flat.py: every variant × shape),
+    prompt (a whole stage prompt), terminal (the tables `profile` prints) and html (the op's page; its links
+    relative to `reports_dir`, default the current folder)."""
+    doc = results.load(path)
+    if fmt in ("csv", "json"):
+        from pipeline import flat
+        table = [r for r in flat.rows(doc) if (not shape or r["shape"] == shape)
+                 and (not variant or variant in (r["variant"], r["stem"]))]
+        return flat.to_csv(table) if fmt == "csv" else flat.to_json(table) + "\n"
+    if fmt == "terminal":
+        import io
+
+        from rich.console import Console
+
+        from pipeline import terminal
+        buf = io.StringIO()
+        terminal.summary(Console(file=buf, width=160, color_system=None), [path])
+        return buf.getvalue()
+    if fmt == "html":       # the page `report` would write into reports_dir, its links relative to that folder
+        return report.environment().get_template("op.html").render(
+            page=report.op_page(doc, path, reports_dir or Path.cwd(), replayed=True))
+    if fmt not in ("ncu-json", "prompt"):
+        raise SelectionError(f"unknown format '{fmt}'; formats: {', '.join(FORMATS)}")
+    name = variant or best_name(doc["shapes"][0], doc["environment"]) or ""
+    s, v = find(doc, name, shape)
+    if fmt == "prompt":
+        if not stage:
+            raise SelectionError(f"--format prompt needs --stage ({', '.join(STAGES)})")
+        return render_prompt(prompt_view(doc, s, v, stage_named(stage), root or Path.cwd(),
+                                         kernels or Path.cwd() / "kernels")) + "\n"
+    return json.dumps(ncu_json(v, stage_named(stage).metrics() if stage else None), indent=2) + "\n"

@@ -115,3 +115,24 @@ def test_each_stage_run_collected_its_metrics(stage_name):
     text = export.render_prompt(export.prompt_view(doc, shape, variant, stage, REPO))
     for metric, _ in stage.checks:
         assert f'"{metric}": {json.dumps(kernel["metrics"][metric]["value"])}' in text, metric
+
+
+def test_every_format_is_one_reporter_over_the_same_results(doc, tmp_path):
+    """export --format: terminal is what `profile` prints, html the page `report` writes, prompt what `prompt`
+    prints; each names the same recommendation."""
+    from pipeline import report, shapeanalysis
+    recs = [shapeanalysis.analyze_shape(s, doc["environment"]).recommendation for s in doc["shapes"]]
+    term = export.as_format("terminal", SAMPLE)
+    for s, rec in zip(doc["shapes"], recs):
+        assert f"rmsnorm · {s['id']} · NVIDIA H200" in term and rec.variant["name"] in term
+    report.render([SAMPLE], tmp_path, replayed=True)
+    assert export.as_format("html", SAMPLE, reports_dir=tmp_path) == (tmp_path / "rmsnorm.html").read_text()
+    prompt = export.as_format("prompt", SAMPLE, variant="seed_2d_tiles", shape="L1-36", stage="memory_access",
+                              root=REPO, kernels=REPO / "kernels")
+    shape, variant = export.find(doc, "seed_2d_tiles", "L1-36")
+    assert prompt == export.render_prompt(export.prompt_view(doc, shape, variant, export.stage_named("memory_access"),
+                                                             REPO, REPO / "kernels")) + "\n"
+    with pytest.raises(SelectionError, match="--format prompt needs --stage"):
+        export.as_format("prompt", SAMPLE)
+    assert json.loads(export.as_format("ncu-json", SAMPLE, variant="seed_2d_tiles", shape="L1-36")) == \
+        export.ncu_json(variant)
