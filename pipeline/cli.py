@@ -7,7 +7,7 @@ flags resolve against the working directory. Errors go to stderr; SIGTERM and SI
 Commands (each a cmd_* function here; the module named does the work):
   profile      verify, time and ncu-profile every variant, then render (pipeline.profiling, pipeline.report)
   report       re-render HTML from stored results, diff pages with --baseline (pipeline.report)
-  export       a variant's stored ncu metrics, or every variant x shape as CSV/JSON (pipeline.export, pipeline.flat)
+  export       one results file in an output format: ncu-json, csv, json, prompt, terminal, html (pipeline.export)
   prompt       an LLM optimisation-stage prompt from stored results (pipeline.export)
   add-variant  check a candidate file and place it in kernels/<op>/ (pipeline.ingest)
   new-op       set up kernels/<NAME>/ from a KernelBench problem file (pipeline.newop)
