@@ -49,6 +49,7 @@ class Rule:
     distinct: bool = False      # lists: no item twice
     keys: tuple[str, ...] = ()  # mappings: the keys allowed
     name: bool = False          # strings: a name without spaces or commas (ncu takes a comma-joined list)
+    one_of: tuple[str, ...] = ()  # strings: these, or a `module:Class` (another implementation, imported by name)
 
     def ok(self, v: float) -> bool:
         return (self.or_zero and v == 0) or ((self.lo < v if self.open_lo else self.lo <= v) and v <= self.hi)
@@ -68,7 +69,8 @@ class Rule:
         parts = ["at least one" if self.nonempty else "", "distinct" if self.distinct else "",
                  f"each {self.bounds()}" if listed and self.bounds() else self.bounds(),
                  f">= {self.at_least}" if self.at_least else "", f"keys: {', '.join(self.keys)}" if self.keys else "",
-                 "each a name without spaces or commas" if self.name else ""]
+                 "each a name without spaces or commas" if self.name else "",
+                 f"one of {', '.join(self.one_of)}, or module:Class" if self.one_of else ""]
         return ", ".join(p for p in parts if p)
 
 
@@ -237,7 +239,7 @@ class Config:
     backend: str = _f(
         "threads", "where `profile` runs its lanes, one per GPU: `threads` (the GPUs of this host), `ray` (every "
         "GPU of a Ray cluster, one actor each; `pip install .[ray]`), or `module:Class` of another "
-        "implementation of shard.Backend; --backend")
+        "implementation of shard.Backend; --backend", Rule(one_of=("threads", "ray")))
     ray_address: str = _f("auto", "the Ray cluster of backend ray: `auto` (the one `ray start` made this node part "
                                   "of), `host:port` of its head, or `ray://host:port` (Ray Client); --ray-address")
     verify: VerifyConfig = _f(VerifyConfig(), "correctness checking")
@@ -394,6 +396,10 @@ def _check(rule: Rule, value: Any, node: yaml.Node, path: Path, key: str) -> Non
     elif isinstance(value, str):
         if rule.name and (not value or any(c.isspace() or c == "," for c in value)):
             raise ConfigError(f"{_where(path, node)}: '{key}' must be a name without spaces or commas, got {value!r}")
+        module, _, cls = value.partition(":")
+        if rule.one_of and value not in rule.one_of and not (module and cls.isidentifier()):
+            raise ConfigError(f"{_where(path, node)}: '{key}' must be one of {', '.join(rule.one_of)}, or "
+                              f"module:Class, got {value!r}.{_suggest(value, rule.one_of)}")
     elif not rule.ok(value):
         raise ConfigError(f"{_where(path, node)}: '{key}' must be {rule.bounds()}, got {value!r}"
                           + (f" ({rule.hint})" if rule.hint else ""))

@@ -31,8 +31,8 @@ def test_ray_backend_without_ray_says_how_to_install_it(tmp_path, how):
 
 
 def test_backend_keys_are_checked_where_they_are_set(tmp_path):
-    with pytest.raises(ConfigError, match=r"pipeline.yaml:2: 'backend' must be one of threads, ray, got 'rays'\. "
-                                          r"Did you mean 'ray'\?"):
+    with pytest.raises(ConfigError, match=r"pipeline.yaml:2: 'backend' must be one of threads, ray, or module:Class, "
+                                          r"got 'rays'\. Did you mean 'ray'\?"):
         config.load_root(project(tmp_path, "backend: rays\n"))
     with pytest.raises(ConfigError, match=r"pipeline.yaml:2: 'ray_address' must be str, got int 6379"):
         config.load_root(project(tmp_path, "ray_address: 6379\n"))
