@@ -589,7 +589,7 @@ def digest(paths: list[Path], replayed: bool) -> str:
     here = Path(__file__).parent
     code = [here / f for f in ("report.py", "viewmodel.py", "charts.py", "analysis.py", "recommend.py",
                                "shapeanalysis.py", "compare.py", "comparison.py", "display.py", "catalogue.py", "detail.py",
-                               "detail_view.py", "optimize_page.py")]
+                               "detail_view.py", "optimize_page.py", "records.py")]
     benches = [p.parent / BENCH_FILE for p in paths if (p.parent / BENCH_FILE).is_file()]
     for f in [*paths, *benches, *code, *sorted((here / "templates").iterdir())]:
         h.update(f"{f.name}\n".encode() + f.read_bytes())
