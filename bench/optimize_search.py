@@ -179,12 +179,9 @@ def family_run(stem: str, configs: list[dict[str, Any]], tuned: search.Tuning, m
     for label, start in starts:
         for strategy, rules in (("search", True), ("fixed", False)):
             hit, n, why = replay_search(start, recs, shape, env, tuned, targets, args.batch, rules)
-            if label == "slowest":
-                runs.append({"start": label, "strategy": strategy, "config": start, "reached_at": hit,
-                             "evaluations": n, "stopped": why})
-            else:
+            if label != "slowest":
                 by[strategy].append(hit)
-            if strategy == "search" and label != "slowest":
+            if label == "slowest" or strategy == "search":       # every run from the slowest, search's from each seed
                 runs.append({"start": label, "strategy": strategy, "config": start, "reached_at": hit,
                              "evaluations": n, "stopped": why})
     for seed in range(args.seeds):

@@ -15,11 +15,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipeline import metrics, ncu
+from pipeline.catalogue import DUR
 from pipeline.errors import ToolError
 from pipeline.records import ShapeRecord
 from pipeline.shapeanalysis import ShapeAnalysis, analyze_shape
@@ -86,17 +85,17 @@ def picks(sa: ShapeAnalysis) -> list[tuple[str, str]]:
     if rec is None:
         return []
     out = [(rec.variant["name"], "recommended")]
-    family = rec.variant.get("stem", rec.variant["name"])
-    other = next((v for stem, v in sa.family_best.items() if stem != family), None)
+    other = next((v for stem, v in sa.family_best.items() if stem != rec.variant.stem), None)
     if other is not None:
-        out.append((other["name"], f"fastest of another layout family ({other.get('stem', other['name'])})"))
+        out.append((other.name, f"fastest of another layout family ({other.stem})"))
     base = next((v for v in sa.shape["variants"] if v.get("baseline")), None)
     if base is not None and base["status"] == "ok" and all(base["name"] != n for n, _ in out):
         out.append((base["name"], "baseline"))
     return out
 
 
-def _memory_row(d: dict[str, Any], what: str) -> dict[str, Any] | None:
+def memory_row(d: dict[str, Any], what: str) -> dict[str, Any] | None:
+    """The kernel detail's memory-table row of that name, or None."""
     return next((r for r in d.get("memory", []) if r["what"] == what), None)
 
 
@@ -112,14 +111,14 @@ def sentences(win: dict[str, Any], other: dict[str, Any], who: str) -> list[Sent
             f"{who} stalls on {reason.replace('_', ' ')} {theirs / ours:.1f}× more ({theirs:.2f} vs {ours:.2f} "
             f"cycles per issued instruction): {STALL_MEANING.get(reason, reason)}",
             f"smsp__average_warps_issue_stalled_{reason}_per_issue_active.ratio"))
-    mine, theirs_ = _memory_row(win, "L1 global loads"), _memory_row(other, "L1 global loads")
+    mine, theirs_ = memory_row(win, "L1 global loads"), memory_row(other, "L1 global loads")
     if mine and theirs_ and mine["per_request"] and theirs_["per_request"] \
             and theirs_["per_request"] / mine["per_request"] >= RATIO:
         out.append(Sentence(
             f"{who}'s global loads touch {theirs_['per_request']:.1f} sectors per request against "
             f"{mine['per_request']:.1f}: its loads are less coalesced", mine["metric"]))
     for row in ("DRAM read", "DRAM write"):
-        a, b = _memory_row(win, row), _memory_row(other, row)
+        a, b = memory_row(win, row), memory_row(other, row)
         if a and b and a["value"] and b["value"] / a["value"] >= 1.2:
             out.append(Sentence(f"{who} moves {b['value'] / a['value']:.2f}× the {row} bytes", a["metric"]))
     return out
@@ -310,7 +309,7 @@ def read_report(path: Path, install_dir: Path | None = None) -> dict[str, Any]:
             if name is None:
                 continue
             by_range.setdefault(name, []).append({
-                "name": action.name(), "duration_ns": _number(action, "gpu__time_duration.sum"),
+                "name": action.name(), "duration_ns": _number(action, DUR),
                 "stalls": _stalls(action), "memory": _memory(action), "lines": _lines(action)})
     return {"by_range": by_range}
 

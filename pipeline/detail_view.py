@@ -63,7 +63,6 @@ def memory_chart(kernels: list[str], levels: list[tuple[str, list[float | None]]
         return charts.svg(fig, salt)
 
 
-
 def amount(row: dict[str, Any] | None) -> str:
     if row is None:
         return "—"
@@ -99,8 +98,8 @@ def view(shape: dict[str, Any], results_dir: Path, reports_dir: Path) -> WhyView
         kernels=kernels,
         stalls=[(r.replace("_", " "), [f"{k['stalls'][r]:.2f}" if r in k.get("stalls", {}) else "—" for k in dominant])
                 for r in reasons],
-        memory=[(what, [amount(next((m for m in k.get("memory", []) if m["what"] == what), None)) for k in dominant])
-                for what in rows if any(m["what"] == what for k in dominant for m in k.get("memory", []))],
+        memory=[(what, [amount(detail.memory_row(k, what)) for k in dominant])
+                for what in rows if any(detail.memory_row(k, what) for k in dominant)],
         sentences=said, status=run.get("status", "—") + (f": {run['message']}" if run.get("message") else ""),
         report_href=fmt.href(results_dir, reports_dir, rep), wall=f"{run.get('wall_s', 0):.1f} s for {run.get('kernels')} kernel(s)",
         chart=Markup(stall_chart([(label, k.get("stalls", {})) for label, k in zip(labels, dominant)], reasons,

@@ -133,10 +133,6 @@ def best_name(shape: dict[str, Any], environment: dict[str, Any]) -> str | None:
     return rec.variant["name"] if rec else None
 
 
-
-FORMATS = ("ncu-json", "csv", "json", "prompt", "terminal", "html")
-
-
 def as_format(fmt: str, path: Path, *, variant: str | None = None, shape: str | None = None, stage: str | None = None,
               root: Path | None = None, kernels: Path | None = None, reports_dir: Path | None = None) -> str:
     """One results file written in one output format (`export --format`), each read from shapeanalysis:
@@ -162,7 +158,7 @@ def as_format(fmt: str, path: Path, *, variant: str | None = None, shape: str | 
         return report.environment().get_template("op.html").render(
             page=report.op_page(doc, path, reports_dir or Path.cwd(), replayed=True))
     if fmt not in ("ncu-json", "prompt"):
-        raise SelectionError(f"unknown format '{fmt}'; formats: {', '.join(FORMATS)}")
+        raise SelectionError(f"unknown format '{fmt}' (export --help lists them)")
     name = variant or best_name(doc["shapes"][0], doc["environment"]) or ""
     s, v = find(doc, name, shape)
     if fmt == "prompt":

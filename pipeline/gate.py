@@ -66,7 +66,7 @@ def _compare(old: dict[str, Any], cur: dict[str, Any]) -> tuple[float, bool, boo
 class _Kernel:
     """Judges one gated variant at one shape; each method returns a Check."""
 
-    def __init__(self, ctx: dict[str, Any], va: VariantAnalysis, shape: dict[str, Any], t: Targets) -> None:
+    def __init__(self, ctx: dict[str, Any], va: VariantAnalysis, shape: ShapeRecord, t: Targets) -> None:
         self.ctx, self.v, self.shape, self.t = ctx, va.variant, shape, t
         self.k = va.kernel
         ok = va.variant.ncu_status == "ok"
@@ -187,7 +187,7 @@ class _Kernel:
         if counters and self.bound is None:
             status = ncu.get("status", "missing")
             how = (" Counters unavailable: " if status == "permission-denied" else " ") + (ncu.get("error") or "")
-            log = ShapeRecord.of(self.shape).ncu.get("log")
+            log = self.shape.ncu.get("log")
             rows.append(self.row("ncu profile", status, ERROR,
                                  f"profiling {status}: no ncu metrics for {', '.join(counters)}.{how.rstrip()}"
                                  + (f" (log: {log})" if log else "") + f"; then {_profile_hint(self.ctx['op'], self.shape['id'])}"))
@@ -318,7 +318,7 @@ def _gate_file(path: Path, doc: dict[str, Any], cfg: Config, repo: Path, shapes:
             if variant is None:
                 checks.append(Check(ctx["file"], doc["op"], sid, name, "variant", "—", verdict, reason))
                 continue
-            kernel = _Kernel(ctx, sa.of(variant), shape,
+            kernel = _Kernel(ctx, sa.of(variant), sa.shape,
                              op_cfg.targets.for_variant(variant["name"], variant.get("stem", "")))
             baselines = []
             for label, base_doc, base_why in bases:

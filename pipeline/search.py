@@ -291,7 +291,7 @@ class Proposal:
     candidates: list[tuple[dict[str, Any], str]]       # (config, why it was chosen now)
     restricted: list[tuple[dict[str, Any], str]]       # neighbours RESTRICT refused, with the restriction
     left: int                                           # allowed, unevaluated neighbours not taken this step
-    reach: int = 1                                      # parameters each candidate moves (see neighbours)
+    reach: int = 1                                      # which of REACHES the candidates come from (1-based)
 
 
 def propose(config: dict[str, Any], t: Tuning, fired: list[Fired], evaluated: set[str], limit: int) -> Proposal:
