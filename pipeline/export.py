@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import analysis, report, results, shapeanalysis
+from pipeline import analysis, report, results, shapeanalysis, shapeview
 from pipeline.errors import ResultsError, SelectionError
 from pipeline.records import VariantRecord
 from pipeline.stages import STAGES, Stage
@@ -98,7 +98,7 @@ def prompt_view(doc: dict[str, Any], shape: dict[str, Any], variant: dict[str, A
     """The prompt's values; the variant's code is read from the project at `repo` (results.source_path)."""
     metrics = stage.metrics()
     sa = shapeanalysis.analyze_shape(shape, doc["environment"])
-    view = report.shape_view(shape, doc["environment"], repo, repo, sa=sa)
+    view = shapeview.shape_view(shape, doc["environment"], repo, repo, sa=sa)
     row = next(r for r in view.rows if r.name == variant["name"])
     best = view.headline
     evidence = [("this variant's time (CUDA events, median, L2 flushed)", f"{row.median_ms} ms (IQR {row.spread_ms})"),

@@ -16,7 +16,7 @@ from pipeline import results, shapeanalysis
 
 def summary(console: Console, paths: list[Path]) -> bool:
     """Print each shape's table; True if any variant failed (not ok, not unsupported)."""
-    from pipeline import report
+    from pipeline import shapeview
     failed = False
     for path in paths:
         doc = results.load(path)
@@ -26,7 +26,7 @@ def summary(console: Console, paths: list[Path]) -> bool:
             table = Table(title=f"{doc['op']} · {shape['id']} · {doc['environment'].get('gpu_name')}")
             for col in ("variant", "status", "median ms", "of copy", "SM %", "warps %", "grid", "DRAM %"):
                 table.add_column(col, justify="left" if col in ("variant", "status") else "right")
-            view = report.shape_view(shape, doc["environment"], path.parent, path.parent, sa=sa)
+            view = shapeview.shape_view(shape, doc["environment"], path.parent, path.parent, sa=sa)
             for r in view.rows:
                 failed |= r.status not in ("ok", "unsupported")
                 name = f"[bold green]{escape(r.name)}[/]" if r.recommended else escape(r.name)

@@ -1,7 +1,7 @@
 """The view model: the plain dataclasses the report templates receive, field by field.
 
 Every value is already formatted text (or Markup built from escaped text); templates only loop, branch on
-prepared flags and print. report.py builds these from a results file.
+prepared flags and print. report.py and shapeview.py build these from a results file.
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from testenv import FIXTURES, REPO
-from pipeline import cache, config, detail, detail_view, ncu, ops, report, results, shapeanalysis
+from pipeline import cache, config, detail, detail_view, ncu, ops, report, results, shapeanalysis, shapeview
 
 DETAIL = FIXTURES / "detail" / "nvidia-h100-80gb-hbm3"
 DOCS = {p.parent.name: results.load(p) for p in sorted(DETAIL.glob("*/results.json"))}
@@ -82,7 +82,7 @@ def test_the_command_swaps_the_metric_list_for_the_sections():
 def test_the_page_shows_why_the_winner_wins(tmp_path):
     doc = DOCS["rmsnorm"]
     path = DETAIL / "rmsnorm" / "results.json"
-    view = report.shape_view(doc["shapes"][0], doc["environment"], path.parent, tmp_path)
+    view = shapeview.shape_view(doc["shapes"][0], doc["environment"], path.parent, tmp_path)
     why = view.why
     assert [k.role for k in why.kernels][0] == "recommended" and len(why.kernels) == 3
     rec = picked(doc["shapes"][0])[why.kernels[0].name]["detail"]["kernels"][0]

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from testenv import FIXTURES, REPO
-from pipeline import analysis, report, recommend, results, viewmodel
+from testenv import FIXTURES
+from pipeline import analysis, report, recommend, results, shapeview, viewmodel
 
 FIX = FIXTURES / "profiles" / "nvidia-h100-80gb-hbm3" / "rmsnorm" / "results.json"
 HOSTILE = "<script>alert(1)</script>"
@@ -69,7 +69,7 @@ def test_compute_roofline_appears_when_the_shape_declares_flops(doc, tmp_path):
     d = copy.deepcopy(doc)
     shape = d["shapes"][0]
     shape["flops"] = 5 * 10**9
-    view = report.shape_view(shape, d["environment"], FIX.parent, tmp_path)
+    view = shapeview.shape_view(shape, d["environment"], FIX.parent, tmp_path)
     stat = next(s for s in view.headline.stats if s.label == "compute roofline")
     c = d["environment"]["ceilings"]
     rate = 2 * c["matmul_n"] ** 3 / c["timing"][f"matmul_{shape['dtype']}"]["min_ms"] / 1e9   # fastest repeat
@@ -167,7 +167,7 @@ def test_replay_note_only_for_replayed_data(doc, tmp_path, rendered):
 
 
 def test_cli_summary_reads_the_shape_view(doc):
-    view = report.shape_view(doc["shapes"][0], doc["environment"], FIX.parent, FIX.parent)
+    view = shapeview.shape_view(doc["shapes"][0], doc["environment"], FIX.parent, FIX.parent)
     rec = recommend.recommend(doc["shapes"][0])
     assert view.headline.name == rec.variant["name"] and view.headline.vs_reference.endswith("×")
     assert view.charts == [] and [r.name for r in view.rows if r.recommended] == [rec.variant["name"]]

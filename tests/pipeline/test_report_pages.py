@@ -17,7 +17,7 @@ import subprocess
 import pytest
 
 from testenv import FIXTURES, REPO, slowed_copy
-from pipeline import analysis, charts, recommend, report, results
+from pipeline import analysis, charts, recommend, report, results, shapeview
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SAMPLES = FIXTURES / "samples-h200"
@@ -263,7 +263,7 @@ def test_dram_has_its_own_column_and_the_memory_system_its_name(site, tmp_path):
     k = analysis.dominant_kernel(rec.variant)
     assert cells[heads.index("DRAM %")] == f"{analysis.m(k, analysis.DRAM):.1f}"
     assert cells[heads.index("L1/L2/DRAM (memory system) %")] == f"{analysis.m(k, analysis.MEM):.1f}"
-    view = report.shape_view(shape, docs["rmsnorm"]["environment"], SAMPLES, SAMPLES)
+    view = shapeview.shape_view(shape, docs["rmsnorm"]["environment"], SAMPLES, SAMPLES)
     assert next(r for r in view.rows if r.recommended).dram_pct == cells[heads.index("DRAM %")]   # = terminal
 
 

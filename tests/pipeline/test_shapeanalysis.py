@@ -5,7 +5,7 @@ import ast
 import pytest
 
 from testenv import REPO
-from pipeline import flat, recommend, report, results, shapeanalysis
+from pipeline import flat, recommend, results, shapeanalysis, shapeview
 
 SAMPLES = results.find_all(REPO / "profiles")
 DOCS = {p.parent.name: results.load(p) for p in SAMPLES}
@@ -90,7 +90,7 @@ def test_every_consumer_marks_the_same_variants(op, tmp_path):
     table = flat.rows(doc)
     for shape in doc["shapes"]:
         sa = shapeanalysis.analyze_shape(shape, doc["environment"])
-        view = report.shape_view(shape, doc["environment"], path.parent, tmp_path)
+        view = shapeview.shape_view(shape, doc["environment"], path.parent, tmp_path)
         want = {a.name: (a.recommended, a.tied) for a in sa.variants}
         assert {r.name: (r.recommended, r.tied) for r in view.rows} == want
         assert {r["variant"]: (r["recommended"], r["tied"]) for r in table if r["shape"] == shape["id"]} == want

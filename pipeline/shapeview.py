@@ -1,0 +1,465 @@
+"""One shape's view on the op page: its headline (the verdict, rivals and the recommendation's ncu trace) and
+its variants table (declared columns, each variant's trace into ncu), built from the shape's analysis. The
+page around it, its charts and the files it is written to are pipeline/report.py's.
+
+Each shape is presented against the ceiling that limits it (`lead`): compute-led shapes with TFLOP/s and the
+compute roofline, memory-led ones with GB/s, device copy and DRAM %.
+"""
+from __future__ import annotations
+
+import shlex
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from pipeline import analysis, catalogue, charts, detail_view, display as fmt, recommend, results, shapeanalysis
+from pipeline.records import ShapeRecord, VariantRecord
+from pipeline.shapeanalysis import ShapeAnalysis, VariantAnalysis
+from pipeline.viewmodel import Alert, Cell, Chart, Column, FamilyRank, Headline, ShapeView, Stat, Trace, VariantRow
+
+BENCH_FILE = "bench.json"       # bench/rmsnorm.py --json output beside a results file: torch.compile times
+
+
+def _bench_timing(row: dict[str, Any], key: str) -> dict[str, float]:
+    iqr = (row.get("iqr_ms") or {}).get(key) or [row["median_ms"][key]] * 2
+    return {"median_ms": row["median_ms"][key], "p25_ms": iqr[0], "p75_ms": iqr[1]}
+
+
+class _Rival:
+    """torch eager or torch.compile against the recommended variant, timed side by side with it."""
+
+    def __init__(self, what: str, rival: dict[str, float], ours: dict[str, float], source: str):
+        self.what, self.source = what, source
+        self.rival_ms, self.ours_ms = rival["median_ms"], ours["median_ms"]
+        self.speedup = self.rival_ms / self.ours_ms           # > 1: the recommendation is faster
+        self.tied = recommend.tied(rival, ours)
+        self.beats = self.speedup < 1 and not self.tied
+
+    def phrase(self) -> str:
+        if self.tied:
+            return f"as fast as {self.what} within noise ({self.speedup:.2f}×)"
+        return fmt.faster(self.speedup, self.what)
+
+
+def _rivals(shape: dict[str, Any], rec: recommend.Recommendation, bench: dict[str, Any] | None) -> list[_Rival]:
+    out = []
+    ref = ShapeRecord.of(shape).reference_timing
+    if ref:
+        out.append(_Rival("torch eager", ref, rec.variant["timing"], "the reference, timed beside the variants"))
+    if bench:
+        out.append(_Rival("torch.compile", _bench_timing(bench, "torch.compile"), _bench_timing(bench, "recommended"),
+                          f"{BENCH_FILE}: bench/rmsnorm.py, side by side with {bench.get('recommended', '?')}"))
+    return out
+
+
+def _alerts(rivals: list[_Rival], rec: recommend.Recommendation) -> list[Alert]:
+    out = []
+    for r in rivals:
+        times = f"{fmt.ms(r.rival_ms)} ms against {fmt.ms(r.ours_ms)} ms for {rec.variant['name']}"
+        if r.beats:
+            out.append(Alert("bad", f"{r.what} is faster than every Triton variant at this shape: {times}, which runs "
+                                    f"at {r.speedup:.2f}× {r.what}'s speed ({r.source}). Use {r.what} here; the "
+                                    "recommendation below only ranks the Triton variants among themselves.",
+                             f"{r.what} is faster than every Triton variant: {fmt.ms(r.rival_ms)} ms against "
+                             f"{fmt.ms(r.ours_ms)} ms ({r.speedup:.2f}×)."))
+        elif r.tied and r.speedup < 1:
+            out.append(Alert("warn", f"{r.what} is as fast within noise: {times} ({r.speedup:.2f}×; {r.source}).",
+                             f"{r.what} is as fast within noise ({r.speedup:.2f}×)."))
+    return out
+
+
+# ---------------------------------------------------------------- ncu trace of a variant
+
+def _trace(v: dict[str, Any], shape_id: str, results_dir: Path, reports_dir: Path) -> Trace:
+    v = VariantRecord.of(v)
+    rec, kernels = v.ncu, v.kernels
+    names = list(dict.fromkeys(k["name"] for k in kernels)) or list(dict.fromkeys(v.get("launched") or []))
+    rng, report = rec.get("range") or "", rec.get("report")
+    profiled = bool(rng and report and kernels)
+    cmd = fmt.ncu_open(results_dir, report, rng) if profiled else ""
+    status = rec.get("status", "")
+    note = ("" if profiled else rec.get("error") or {
+        "not-selected": "not profiled: a faster config of its layout family was",
+        "not-profiled": "not profiled: not correct"}.get(status, f"no ncu range ({status or 'not profiled'})"))
+    k = analysis.dominant_kernel(v)
+    ncu_smem = analysis.m(k, "launch__shared_mem_per_block")
+    triton = sorted({c["shared_bytes"] for c in v.get("compiled") or [] if c.get("shared_bytes") is not None})
+    tri_txt = ("" if not triton else f"Triton compiled {triton[0]:,} B" if len(triton) == 1
+               else f"Triton compiled {triton[0]:,}–{triton[-1]:,} B (its specialisations)")
+    shared = "; ".join(x for x in (f"ncu {ncu_smem:,.0f} B" if ncu_smem is not None else "", tri_txt) if x) or "—"
+    durs = [analysis.duration_us(x) for x in kernels]
+    ncu_time = "—" if not durs or None in durs else f"{sum(durs):,.1f} µs"
+    # the op is the folder its variant file lies in (ops.discover)
+    again = " ".join(shlex.quote(a) for a in ("kernel-pipeline", "profile", "--op", Path(v["file"]).parent.name,
+                                                 "--shape", shape_id, "--variant", v["name"], "--detail"))
+    return Trace(range=rng, kernels=", ".join(names) or "—", command=cmd, reprofile=again,
+                 report_href=fmt.href(results_dir, reports_dir, report) if profiled else "",
+                 shared=shared, ncu_time=ncu_time, note=note)
+
+
+# ---------------------------------------------------------------- the variants table
+
+FINDINGS_NOTE = "findings (under each variant) name the metric and value that triggered them"
+SHOWN = ("ok", "incorrect", "suspect")      # statuses in the main table; failed and unsupported are folded
+
+
+@dataclass
+class _Facts:
+    """One variant's values at one shape, as its row's cells and named fields write them."""
+    va: VariantAnalysis
+    name: str                   # marked "(baseline)" where it is
+    status: str                 # with the ncu and cache notes
+    when: str                   # when it was measured and re-timed
+    tm: dict[str, Any] | None   # its timing, when correct
+    place: str                  # its standing against the recommended one
+    vs_best: float | None
+    vs_base: float | None
+    gbs: float | None
+    frac: float | None          # of device copy
+    tflops: float | None
+    comp_frac: float | None     # of the compute roofline
+    moved: float | None         # DRAM bytes, all kernels
+    excess: float | None        # moved ÷ min_bytes
+    spills: int | None
+    trace: Trace
+
+    @property
+    def med(self) -> float | None:
+        return self.tm["median_ms"] if self.tm else None
+
+    @property
+    def spread(self) -> str:
+        return f"{fmt.ms(self.tm['p25_ms'])}–{fmt.ms(self.tm['p75_ms'])}" if self.tm else "—"
+
+    @property
+    def bound(self) -> analysis.Bound | None:
+        return self.va.bound if self.va.kernel else None
+
+    def value(self, metric: str) -> float | None:
+        """A metric of the variant's dominant kernel."""
+        return analysis.m(self.va.kernel, metric)
+
+    def text(self, metric: str) -> str:
+        """That value as the catalogue formats it."""
+        return fmt.metric(self.value(metric), catalogue.BY_NAME[metric])
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """A column of the variants table: its header, and how a row's cell is written."""
+    column: Column
+    cell: Callable[[_Facts], Cell]
+    metric: str = ""            # the catalogue metric it shows alone, if one
+
+
+def _metric(name: str) -> _Spec:
+    """A catalogue metric's own column: its label, its name (and note) as the tooltip, its format."""
+    m = catalogue.BY_NAME[name]
+    return _Spec(Column(m.label, m.title), lambda f: Cell(f.text(name), fmt.sort(f.value(name))), name)
+
+
+def _ncu_us(f: _Facts) -> Cell:
+    us = f.trace.ncu_time.removesuffix(" µs")
+    return Cell(us, fmt.sort(us.replace(",", "") if f.trace.ncu_time != "—" else None))
+
+
+_HEAD = [
+    _Spec(Column("variant", "name from the kernel file (stem and CONFIGS entry)", True),
+          lambda f: Cell(fmt.breakable(f.name), f.va.variant["name"], "l name", f.va.variant.get("layout", ""))),
+    _Spec(Column("status", "verification result; the reason when not ok", True),
+          lambda f: Cell(f.status, f.va.variant["status"], "l", f.when)),
+    _Spec(Column("median ms", "CUDA-event median per call, L2 flushed before each repeat"),
+          lambda f: Cell(fmt.ms(f.med), fmt.sort(f.med))),
+    _Spec(Column("IQR ms", "p25–p75 of the timed repeats"),
+          lambda f: Cell(f.spread, fmt.sort(f.tm and f.tm["p75_ms"] - f.tm["p25_ms"]), "nw",
+                         title=f"{f.tm['reps']} repeats" if f.tm else "")),
+    _Spec(Column("vs fastest", "median ÷ the recommended variant's median, as % slower; \"tied\": within noise of "
+                               f"it (overlapping p25–p75 or medians within {recommend.TIE_MARGIN:.0%})"),
+          lambda f: Cell(f.place, fmt.sort(f.vs_best), "nw")),
+]
+_LEAD = {
+    "memory": [_Spec(Column("GB/s", "min_bytes ÷ median: the op's minimal bytes moved per second"),
+                     lambda f: Cell(fmt.rate(f.gbs, "GB/s").removesuffix(" GB/s"), fmt.sort(f.gbs))),
+               _Spec(Column("of copy", "device copy time of the minimal bytes ÷ median"),
+                     lambda f: Cell(fmt.frac(f.frac), fmt.sort(f.frac))),
+               _metric(analysis.DRAM), _metric(analysis.MEM), _metric(analysis.SM)],
+    "compute": [_Spec(Column("TFLOP/s", "shape.flops ÷ median"),
+                      lambda f: Cell(fmt.rate(f.tflops, "TFLOP/s").removesuffix(" TFLOP/s"), fmt.sort(f.tflops))),
+                _Spec(Column("of compute roofline", "(flops ÷ measured matmul rate of the dtype) ÷ median"),
+                      lambda f: Cell(fmt.frac(f.comp_frac), fmt.sort(f.comp_frac))),
+                _metric(analysis.SM), _metric(analysis.DRAM), _metric(analysis.MEM)],
+}
+_SMEM = catalogue.BY_NAME["launch__shared_mem_per_block"]
+_TAIL = [
+    _Spec(Column("vs baseline", "baseline median ÷ median"),
+          lambda f: Cell(fmt.ratio(f.vs_base), fmt.sort(f.vs_base))),
+    _Spec(Column("occupancy %", f"achieved / theoretical: {analysis.WARPS} / {analysis.THEORETICAL}"),
+          lambda f: Cell(f"{f.text(analysis.WARPS)} / {f.text(analysis.THEORETICAL)}",
+                         fmt.sort(f.value(analysis.WARPS)), "nw")),
+    _metric(analysis.L2_HIT),
+    _Spec(Column("DRAM ÷ min", f"({analysis.READ} + {analysis.WRITE}, all kernels) ÷ min_bytes"),
+          lambda f: Cell(fmt.ratio(f.excess), fmt.sort(f.excess),
+                         title="" if f.moved is None else analysis.fmt_bytes(f.moved))),
+    _Spec(Column("grid", "launch__grid_dim_{x,y,z}"),
+          lambda f: Cell(fmt.dims(f.va.grid).replace(" ", ""), fmt.sort(f.value("launch__grid_size")), "nw")),
+    _Spec(Column("block", "launch__block_dim_{x,y,z}"),
+          lambda f: Cell(fmt.dims(f.va.block).replace(" ", ""), fmt.sort(f.value("launch__block_size")), "nw")),
+    _metric(analysis.WAVES),
+    _Spec(Column("regs / spills", "launch__registers_per_thread / Triton n_spills summed over the variant's kernels"),
+          lambda f: Cell(f"{f.text('launch__registers_per_thread')} / {fmt.num(f.spills, 'd')}",
+                         fmt.sort(f.value("launch__registers_per_thread")), "nw")),
+    _Spec(Column(_SMEM.label, f"{_SMEM.name} (ncu; Triton's compiled shared_bytes in the tooltip)"),
+          lambda f: Cell(f.text(_SMEM.name), fmt.sort(f.value(_SMEM.name)), "nw", f.trace.shared)),
+    _Spec(Column(catalogue.BY_NAME[analysis.DUR].label,
+                 f"{analysis.DUR}, all the variant's kernels, under ncu's base clocks (events run at boost)"), _ncu_us),
+]
+_END = [
+    _Spec(Column("ncu range", "the NVTX range holding the variant's kernels in its .ncu-rep", True),
+          lambda f: Cell(f.trace.range or "—", f.trace.range, "l nw", f.trace.kernels)),
+    _Spec(Column("bound", "classification; hover for the rule that decided", True),
+          lambda f: Cell(f.bound.label if f.bound else "—", f.bound.kind if f.bound else "", "l",
+                         f.bound.rule if f.bound else "")),
+]
+
+
+def _specs(lead_: str) -> list[_Spec]:
+    """The table's columns for a memory- or compute-led shape; catalogue metrics with a column that no spec
+    above places come after the fixed ones."""
+    fixed = [*_HEAD, *_LEAD[lead_], *_TAIL, *_END]
+    placed = {s.metric for s in fixed}
+    more = [_metric(m.name) for m in catalogue.columns() if m.name not in placed]
+    return [*_HEAD, *_LEAD[lead_], *_TAIL, *more, *_END]
+
+
+def columns(lead_: str) -> list[Column]:
+    return [s.column for s in _specs(lead_)]
+
+
+def _row(va: VariantAnalysis, sa: ShapeAnalysis, base_ms: float | None, results_dir: Path,
+         reports_dir: Path) -> VariantRow:
+    v, shape, rec = va.variant, sa.shape, sa.recommendation
+    tm = v.get("timing") if v["status"] == "ok" else None
+    med = tm["median_ms"] if tm else None
+    compiled = v.get("compiled") or []
+    moved, mb = analysis.dram_bytes(v), shape.get("min_bytes")
+    ncu_rec = v.ncu
+    ncu_status = v.ncu_status or ""
+    status = v["status"] + ("" if v["status"] != "ok" or ncu_status in ("ok", "") else
+                            " · not profiled" if ncu_status == "not-selected" else f" · ncu {ncu_status}")
+    # a cached result says when it was measured (and re-timed, when it served as a control)
+    status += " · cached" if v.get("cached") else ""
+    when = "; ".join(x for x in (
+        ncu_rec.get("error", "") if ncu_status == "not-selected" else "",
+        f"measured {v['measured_at']}" if v.get("measured_at") else "",
+        f"re-timed {v['retimed_at']} beside the variants measured then" if v.get("retimed_at") else "") if x)
+    is_rec, tied = va.recommended, va.tied
+    vs_best = med / rec.median_ms if med and rec else None
+    f = _Facts(
+        va=va, name=v["name"] + (" (baseline)" if v.get("baseline") else ""), status=status, when=when, tm=tm,
+        place=charts.standing(vs_best, is_rec, tied, bool(rec.ties)) if vs_best else "—", vs_best=vs_best,
+        vs_base=base_ms / med if med and base_ms else None, gbs=fmt.gbs(shape, med),
+        frac=va.fraction_of_copy if tm else None, tflops=fmt.tflops(shape, med),
+        comp_frac=va.compute_fraction if tm else None, moved=moved,
+        excess=moved / mb if moved is not None and mb else None,
+        spills=sum(c.get("n_spills") or 0 for c in compiled) if compiled else None,
+        trace=_trace(v, sa.shape["id"], results_dir, reports_dir))
+    css = ("rec" if is_rec else "tie" if tied else "unsupported" if v["status"] == "unsupported"
+           else "bad" if v["status"] != "ok" else "")
+    return VariantRow(
+        name=v["name"], layout=v.get("layout", ""), family=v.get("stem", v["name"]), status=v["status"],
+        error=v.get("error") or "", baseline=bool(v.get("baseline")), recommended=is_rec, tied=tied,
+        median_ms=fmt.ms(med), spread_ms=f.spread, median_raw=med, frac_copy=fmt.frac(f.frac),
+        vs_baseline=fmt.ratio(f.vs_base), sm_pct=f.text(analysis.SM), warps_pct=f.text(analysis.WARPS),
+        dram_pct=f.text(analysis.DRAM), memsys_pct=f.text(analysis.MEM), grid_size=f.text("launch__grid_size"),
+        grid=fmt.dims(va.grid), block=fmt.dims(va.block), regs=f.text("launch__registers_per_thread"),
+        spills=fmt.num(f.spills, "d"), bound=f.bound.label if f.bound else "—",
+        bound_rule=f.bound.rule if f.bound else "",
+        ncu_status=ncu_status or "—", standing=f.place, css=css, folded=v["status"] not in SHOWN,
+        cells=[s.cell(f) for s in _specs(sa.lead)], trace=f.trace, findings=list(va.findings))
+
+
+# ---------------------------------------------------------------- the headline of a shape
+
+def _baseline_state(sa: ShapeAnalysis, rec: recommend.Recommendation) -> tuple[str, str, str]:
+    """(card value, verdict phrase, card detail) for the speedup over the op's baseline variant."""
+    shape = sa.shape
+    if rec.speedup_vs_baseline is not None:
+        base = next(v for v in sa.ranking if v["name"] == rec.baseline)
+        detail = f"{rec.baseline}: {fmt.ms(base['timing']['median_ms'])} ms ÷ {fmt.ms(rec.median_ms)} ms"
+        if rec.variant["name"] == rec.baseline:
+            return fmt.ratio(1.0), f"it is the baseline {rec.baseline}", detail
+        return fmt.ratio(rec.speedup_vs_baseline), fmt.faster(rec.speedup_vs_baseline, f"the baseline {rec.baseline}"), detail
+    bases = [v for v in shape["variants"] if v.get("baseline")]
+    if not bases:
+        return "no baseline", "no baseline variant declared", "op.yaml names no baseline variant"
+    b = bases[0]
+    why = f"{b['name']} {b['status']}" + (f": {b['error']}" if b.get("error") else "")
+    if b["status"] == "unsupported":
+        return "unsupported", f"the baseline {b['name']} does not support this shape (unsupported)", why
+    if b["status"] in ("incorrect", "suspect"):
+        return (f"baseline {b['status']}", f"the baseline {b['name']} is {b['status']} at this shape, so there is no "
+                                           "speedup over it to report", why)
+    return (f"baseline {b['status']}", f"the baseline {b['name']} failed at this shape ({b['status']}), so there is "
+                                       "no speedup over it to report", why)
+
+
+def _tie_note(rec: recommend.Recommendation, timings: dict[str, float]) -> str:
+    if not rec.ties:
+        return ("No other variant is within noise of it (p25–p75 overlapping, or medians within "
+                f"{recommend.TIE_MARGIN:.0%}): the ranking is outside the noise.")
+    exact = [n for n in rec.ties if timings[n] == rec.median_ms]
+    near = [n for n in rec.ties if n not in exact]
+    parts = []
+    if exact:
+        parts.append(f"Tied exactly with {', '.join(exact)}: the same median, {fmt.ms(rec.median_ms)} ms, so which of "
+                     "them is named first is arbitrary.")
+    if near:
+        parts.append(f"Tied within noise (p25–p75 overlapping, or medians within {recommend.TIE_MARGIN:.0%}) with "
+                     f"{len(near)}: {', '.join(near)}.")
+    return " ".join(parts) + " Any of these is as good at this shape."
+
+
+def _headline(sa: ShapeAnalysis, rivals: list[_Rival], trace: Trace) -> Headline:
+    shape, env, rec, lead_, va = sa.shape, sa.environment, sa.recommendation, sa.lead, sa.recommended
+    assert rec is not None and va is not None
+    v, tm = rec.variant, rec.variant["timing"]
+    roof = analysis.roofline(shape, env)
+    mem_frac, comp_frac = va.memory_fraction, va.compute_fraction
+    copy = ShapeRecord.of(shape).copy_timing
+    bound = va.bound
+    med = fmt.ms(rec.median_ms)
+    timings = {x["name"]: x["timing"]["median_ms"] for x in sa.ranking}
+    n_ties = len(rec.ties)
+    tied_txt = f" (tied with {n_ties})" if n_ties else ""
+    base_value, base_phrase, base_detail = _baseline_state(sa, rec)
+    k = va.kernel
+    dram = analysis.m(k, analysis.DRAM)
+    tflops, gbs = fmt.tflops(shape, rec.median_ms), fmt.gbs(shape, rec.median_ms)
+    by = {r.what: r for r in rivals}
+    eager, comp = by.get("torch eager"), by.get("torch.compile")
+
+    def rival_stat(r: _Rival | None, what: str) -> Stat:
+        if r is None:
+            return Stat(f"vs {what}", "—", "not measured" if what == "torch.compile" else "reference not timed")
+        detail = f"{what} {fmt.ms(r.rival_ms)} ms ÷ {fmt.ms(r.ours_ms)} ms" + (" (tied within noise)" if r.tied else "")
+        if what == "torch.compile":
+            detail += f"; {r.source}"
+        return Stat(f"vs {what}", fmt.ratio(r.speedup), detail, "bad" if r.beats else "")
+
+    time = Stat(f"time{tied_txt}", f"{med} ms", f"median of {tm['reps']} CUDA-event repeats, IQR "
+                                               f"{fmt.ms(tm['p25_ms'])}–{fmt.ms(tm['p75_ms'])} ms"
+                + (f"; tied within noise with {n_ties} other variant{'s' if n_ties > 1 else ''}" if n_ties else ""))
+    mem_roof = Stat("memory roofline", fmt.frac(mem_frac), f"{roof.memory_basis} = {fmt.ms(roof.memory_ms)} ms; ÷ {med} ms"
+                    if roof.memory_ms else roof.memory_basis)
+    copy_stat = Stat("of device copy", fmt.frac(rec.fraction_of_copy),
+                     f"copy of the minimal bytes at this shape: {fmt.ms(copy['median_ms'])} ms ÷ {med} ms" if copy
+                     else "copy not timed")
+    comp_roof = Stat("compute roofline", fmt.frac(comp_frac) if comp_frac is not None else "n/a",
+                     f"{roof.compute_basis} = {fmt.ms(roof.compute_ms)} ms; ÷ {med} ms" if roof.compute_ms
+                     else roof.compute_basis.removeprefix("n/a (").removesuffix(")"))
+    vs = [Stat("vs baseline", base_value, base_detail),
+          rival_stat(eager, "torch eager")] + ([rival_stat(comp, "torch.compile")] if comp else [])
+    if lead_ == "compute":
+        rate = Stat("TFLOP/s", fmt.rate(tflops, ""), f"{shape['flops'] / 1e9:,.4g} GFLOP ÷ {med} ms")
+        stats = [time, comp_roof, rate, *vs, mem_roof, copy_stat]
+        lead_txt = (f"{fmt.rate(tflops, 'TFLOP/s')}, " + (f"{fmt.frac(comp_frac)} of the compute roofline" if comp_frac
+                                                      is not None else "compute roofline unknown"))
+        frac_lead = f"{fmt.frac(comp_frac)} compute" if comp_frac is not None else "—"
+        throughput = fmt.rate(tflops, "TFLOP/s")
+    else:
+        rate = Stat("GB/s", fmt.rate(gbs, ""), (f"{analysis.fmt_bytes(shape['min_bytes'])} minimal ÷ {med} ms" if gbs else
+                                            "no minimal bytes") + (f"; DRAM {dram:.1f} % of peak (ncu)"
+                                                                   if dram is not None else ""))
+        stats = [time, mem_roof, rate, copy_stat, *vs, comp_roof]
+        lead_txt = (f"{fmt.rate(gbs, 'GB/s')}, " + (f"{fmt.frac(mem_frac)} of the memory roofline" if mem_frac is not None
+                                                else "memory roofline unknown")
+                    + f" ({fmt.frac(rec.fraction_of_copy)} of device copy"
+                    + (f", DRAM {dram:.1f} %)" if dram is not None else ")"))
+        frac_lead = f"{fmt.frac(mem_frac)} memory" if mem_frac is not None else "—"
+        throughput = fmt.rate(gbs, "GB/s")
+    fams = []
+    for f, x in sa.family_best.items():
+        ratio = x["timing"]["median_ms"] / rec.median_ms
+        tie, is_rec = x["name"] in rec.ties, sa.is_recommended(x)
+        fams.append(FamilyRank(f, fmt.breakable(x["name"]), fmt.ms(x["timing"]["median_ms"]),
+                               "recommended" if is_rec else charts.standing(ratio, False, tie, True),
+                               "rec" if is_rec else "tie" if tie else ""))
+    beaten = [r for r in rivals if r.beats]
+    rival_phrases = [r.phrase() for r in rivals] or ["torch eager not timed"]
+    summary = (f"{med} ms{' (tied with ' + str(n_ties) + ' within noise)' if n_ties else ''}: {base_phrase}, "
+               f"{', '.join(rival_phrases)}; {lead_txt}; {bound.label}")
+    title = (f"Recommended for {shape['id']}" if not beaten else f"Best Triton variant for {shape['id']} ("
+             + " and ".join(r.what for r in beaten) + " is faster)")
+    return Headline(
+        title=title, css="beaten" if beaten else "",
+        name=v["name"], name_wrap=fmt.breakable(v["name"]), family=v.get("stem", v["name"]),
+        layout=v.get("layout", ""), grid=fmt.dims(rec.grid), block=fmt.dims(rec.block),
+        cluster=fmt.dims(rec.cluster) if rec.cluster else "", median_ms=med, spread_ms=f"{fmt.ms(tm['p25_ms'])}–{fmt.ms(tm['p75_ms'])}",
+        vs_baseline=base_value if rec.speedup_vs_baseline is None else fmt.ratio(rec.speedup_vs_baseline),
+        baseline=rec.baseline or base_detail, vs_reference=fmt.ratio(eager.speedup) if eager else "—",
+        vs_compile=fmt.ratio(comp.speedup) if comp else "—", frac_copy=fmt.frac(rec.fraction_of_copy),
+        frac_roofline=fmt.frac(mem_frac), lead=lead_, throughput=throughput, frac_lead=frac_lead, summary=summary,
+        tie_note=_tie_note(rec, timings),
+        warning="; ".join(f"{r.what} faster ({r.speedup:.2f}×)" for r in beaten),
+        stats=stats, bound=bound.label, bound_rule=bound.rule, ties=list(rec.ties), families=fams,
+        runner_up=f"{fams[1].family} {fams[1].vs_winner}" if len(fams) > 1 else "—", trace=trace,
+        findings=list(va.findings))
+
+
+def shape_view(shape: dict[str, Any], env: dict[str, Any], results_dir: Path, reports_dir: Path,
+               shape_charts: list[Chart] | None = None, bench: dict[str, dict[str, Any]] | None = None,
+               sa: ShapeAnalysis | None = None) -> ShapeView:
+    """One shape's view; `bench`: bench.json rows per shape id (torch.compile), when measured; `sa`: the
+    shape's analysis when the caller has it."""
+    sa = sa or shapeanalysis.analyze_shape(shape, env)
+    shape = sa.shape
+    rec, lead_ = sa.recommendation, sa.lead
+    base_ms = next((v["timing"]["median_ms"] for v in sa.ranking if v.get("baseline")), None)
+    rows = [_row(va, sa, base_ms, results_dir, reports_dir) for va in sa.variants]
+    rows.sort(key=lambda r: (r.median_raw is None, r.median_raw or 0, r.name))
+    folded = [r for r in rows if r.folded]
+    copy, ref, mb = shape.copy_timing, shape.reference_timing, shape.min_bytes
+    roof = analysis.roofline(shape, env)
+    brow = (bench or {}).get(shape["id"])
+    rivals = _rivals(shape, rec, brow) if rec else []
+    facts = [("minimal bytes", fmt.bytes(mb)),
+             ("FLOPs", f"{shape['flops'] / 1e9:,.4g} GFLOP" if shape.get("flops") else "none declared"),
+             ("device copy", "—" if not copy else f"{fmt.ms(copy['median_ms'])} ms"
+              + (f" ({mb / copy['median_ms'] / 1e6:,.0f} GB/s)" if mb else "")),
+             ("torch eager", f"{fmt.ms(ref['median_ms'])} ms" if ref else "—")]
+    if brow:
+        facts.append(("torch.compile", f"{fmt.ms(brow['median_ms']['torch.compile'])} ms ({BENCH_FILE})"))
+    roofs = [("memory roofline", f"{fmt.ms(roof.memory_ms)} ms = {roof.memory_basis}" if roof.memory_ms
+              else roof.memory_basis),
+             ("compute roofline", f"{fmt.ms(roof.compute_ms)} ms = {roof.compute_basis}" if roof.compute_ms
+              else roof.compute_basis)]
+    facts += roofs[::-1] if lead_ == "compute" else roofs
+    statuses = Counter(v["status"] for v in shape["variants"])
+    fold_counts = Counter(r.status for r in folded)
+    ncu_rec = shape.ncu
+    rec_row = next((r for r in rows if r.recommended), None)
+    return ShapeView(
+        id=shape["id"], anchor="shape-" + results.slug(shape["id"]),
+        params=", ".join(f"{k}={v}" for k, v in shape.params.items()) or "default",
+        dtype=shape.get("dtype", ""), lead=lead_, facts=facts, alerts=_alerts(rivals, rec) if rec else [],
+        headline=_headline(sa, rivals, rec_row.trace) if rec else None,
+        ties=list(rec.ties) if rec else [], charts=shape_charts or [],
+        columns=columns(lead_), rows=rows, shown_rows=[r for r in rows if not r.folded], folded_rows=folded,
+        folded_summary=(f"{len(folded)} variant{'s' if len(folded) > 1 else ''} failed or do not support this shape: "
+                        + ", ".join(f"{n} {s}" for s, n in fold_counts.items())) if folded else "",
+        counts=f"{len(shape['variants'])} variants: " + ", ".join(f"{n} {s}" for s, n in statuses.items()),
+        families=list({v.get("stem", v["name"]): v.get("layout", "") for v in shape["variants"]}.items()),
+        ncu_status=ncu_rec.get("status", "—"), ncu_message=ncu_rec.get("message", ""),
+        ncu_command=" ".join(ncu_rec.get("command", [])), ncu_passes=str(ncu_rec.get("passes") or "—"),
+        report_href=fmt.href(results_dir, reports_dir, ncu_rec.get("report")),
+        cached_report_hrefs=[fmt.href(results_dir, reports_dir, r) for r in sorted(
+            {v.ncu.get("report") for v in shape.variants} - {None, ncu_rec.get("report")})],
+        log_href=fmt.href(results_dir, reports_dir, ncu_rec.get("log")),
+        worker_log_href=fmt.href(results_dir, reports_dir, shape.get("worker_log")),
+        errors=list(shape.get("errors", [])), why=detail_view.view(shape, results_dir, reports_dir))
+
+
+def glossary() -> list[Column]:
+    """Every column the pages may show, for the environment section's glossary (print has no tooltips)."""
+    return columns("memory") + [s.column for s in _LEAD["compute"][:2]] + [Column("findings", FINDINGS_NOTE)]
