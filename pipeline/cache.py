@@ -115,12 +115,13 @@ def plan_shape(op: Op, shape: Shape, stored: dict[str, Any] | None, key: str, fo
 
 
 def prune(op_dir: Path, doc: dict[str, Any]) -> None:
-    """Delete ncu reports, ncu logs and worker logs that no record of the results file names any more."""
+    """Delete ncu reports, ncu logs, ncu job files and worker logs that no record of the results file names any
+    more."""
     named = {doc_name for s in doc["shapes"] for doc_name in
-             [s.get("worker_log"), (s.get("ncu") or {}).get("report"), (s.get("ncu") or {}).get("log"),
-              (s.get("detail") or {}).get("report"), (s.get("detail") or {}).get("log")]
+             [s.get("worker_log")]
+             + [(s.get(k) or {}).get(f) for k in ("ncu", "detail") for f in ("report", "log", "job")]
              + [(v.get(k) or {}).get("report") for v in s["variants"] for k in ("ncu", "detail")] if doc_name}
-    for pattern in ("*.ncu-rep", "*.ncu.log", "*.worker.log"):
+    for pattern in ("*.ncu-rep", "*.ncu.log", "*.job.json", "*.worker.log"):
         for f in op_dir.glob(pattern):
             if f.name not in named:
                 f.unlink(missing_ok=True)

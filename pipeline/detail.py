@@ -190,7 +190,7 @@ def run(r: OpRun, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     t0 = time.time()
     rc, found = ncu.run(cmd, log, r.op.config.ncu.timeout_s, child_env(r.gpu), r.track)
     run_rec: dict[str, Any] = {"command": cmd, "log": log.name, "exit_code": rc, "wall_s": round(time.time() - t0, 2),
-                               "kernels": n, "report": None}
+                               "kernels": n, "report": None, "job": job_file.name}
     by_range: dict[str, list[dict[str, Any]]] = {}
     if rc is None:
         run_rec.update(status="timeout", message=f"ncu killed after {r.op.config.ncu.timeout_s:.0f} s")

@@ -84,6 +84,7 @@ def view(shape: dict[str, Any], results_dir: Path, reports_dir: Path) -> WhyView
                      key=lambda r: -max(k.get("stalls", {}).get(r, 0) for k in dominant))[:8]
     rows = [what for what, *_ in (*detail.MEMORY, *detail.HIT_RATES)]
     rep = run.get("report")
+    kept = bool(rep) and (results_dir / rep).is_file()
     kernels = [WhyKernel(
         role=v["detail"]["role"], name=v["name"], median_ms=fmt.ms(v.median_ms),
         kernels=", ".join(k["name"] for k in v["detail"]["kernels"]) or "none profiled",
@@ -101,7 +102,11 @@ def view(shape: dict[str, Any], results_dir: Path, reports_dir: Path) -> WhyView
         memory=[(what, [amount(detail.memory_row(k, what)) for k in dominant])
                 for what in rows if any(detail.memory_row(k, what) for k in dominant)],
         sentences=said, status=run.get("status", "—") + (f": {run['message']}" if run.get("message") else ""),
-        report_href=fmt.href(results_dir, reports_dir, rep), wall=f"{run.get('wall_s', 0):.1f} s for {run.get('kernels')} kernel(s)",
+        # the detail reports are large (rmsnorm's: 30 MB) and may be left out of a copy of the results
+        report_href=fmt.href(results_dir, reports_dir, rep) if kept else "",
+        report_note="" if kept or not rep else f"{rep} is not kept beside the results: the commands above open it "
+                                               "where it is, and profile --detail records a variant's again",
+        wall=f"{run.get('wall_s', 0):.1f} s for {run.get('kernels')} kernel(s)",
         chart=Markup(stall_chart([(label, k.get("stalls", {})) for label, k in zip(labels, dominant)], reasons,
                                         f"{shape['id']}/stalls")),
         memory_chart=Markup(memory_chart(

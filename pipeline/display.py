@@ -88,6 +88,19 @@ def href(base: Path, reports_dir: Path, name: str | None) -> str:
     return os.path.relpath(base / name, reports_dir).replace(os.sep, "/") if name else ""
 
 
+def ncu_again(results_dir: Path, rec: dict[str, Any]) -> str:
+    """A recorded ncu pass's command made to run again from the project root: the job file it ran is the one kept
+    beside the results (the recorded path was the run's scratch folder), and ncu writes <stamp>.again.ncu-rep in
+    the current folder instead of over the recorded report. "" where the record keeps no job file."""
+    argv = list(rec.get("command") or [])
+    if not rec.get("job") or "-o" not in argv:
+        return ""
+    at = argv.index("-o") + 1
+    argv[at] = Path(argv[at]).name.lstrip(".") + ".again"
+    argv[-1] = results_file(results_dir, rec["job"])   # the worker's argv ends in its job file (ncupass)
+    return shlex.join(argv)
+
+
 def ncu_open(results_dir: Path, report: str, nvtx_range: str) -> str:
     """The copy-paste command opening one NVTX range of a recorded .ncu-rep. Start/end ranges (the worker's
     range_start) are matched by bare name; push/pop ones would end in "/". With --import, ncu refuses --nvtx

@@ -23,6 +23,7 @@ from pipeline.cache import NCU_FINAL, ShapeWork
 from pipeline.host import child_env
 from pipeline.measure import Say, Tracker, variant_job
 from pipeline.ops import Op, Variant
+from pipeline.results import write_atomic
 from pipeline.supervise import read_events
 
 Picks = dict[str, list[tuple[int, Variant]]]     # shape id -> the (index, variant) pairs ncu profiles
@@ -100,10 +101,11 @@ def run(r: OpRun) -> tuple[Picks, dict[str, Any] | None]:
 
 def write_job(r: OpRun, picks: Picks, name: str) -> tuple[Path, Path]:
     """The worker's ncu-mode job over the picked variants (the worker runs each in its NVTX range); (the job
-    file, the events file the worker writes)."""
+    file, the events file the worker writes). The job file is kept beside the report, named by the record, so
+    the recorded ncu command runs again as it ran; the events go to the run's scratch folder."""
     events = r.workdir / f"events-{name}.jsonl"
-    job_file = r.workdir / f"job-{name}.json"
-    job_file.write_text(json.dumps({
+    job_file = r.out_dir / f"{r.stamp}.{name}.job.json"
+    write_atomic(job_file, json.dumps({
         "mode": "ncu", "op": r.op.name, "reference": str(r.op.reference), "device": r.device,
         "seeds": r.op.config.verify.seeds, "events": str(events),
         "shapes": [{"id": w.id, "index": w.index, "params": w.shape.params, "dtype": w.shape.dtype,
@@ -137,7 +139,8 @@ def profile_op(r: OpRun, picks: Picks) -> dict[str, Any]:
     rc, found = ncu.run(cmd, log, op.config.ncu.timeout_s, child_env(r.gpu), r.track)
     record: dict[str, Any] = {
         "command": cmd, "report": rep.name, "log": log.name, "exit_code": rc, "wall_s": round(time.time() - t0, 2),
-        "errors": found.errors, "warnings": found.warnings, "kernel_guard": bool(guard), "by_range": {}}
+        "errors": found.errors, "warnings": found.warnings, "kernel_guard": bool(guard), "by_range": {},
+        "job": job_file.name}
     if rc is None:
         record.update(status="timeout", message=f"ncu killed after {op.config.ncu.timeout_s:.0f} s")
     elif found.permission:

@@ -256,7 +256,7 @@ class Lane:
 
         def strip(obj: Any) -> Any:
             return json.loads(json.dumps(obj, default=str).replace(quoted, ""))
-        files = {name: data.replace(prefix.encode(), b"") if name.endswith(".log") else data
+        files = {name: data.replace(prefix.encode(), b"") if name.endswith((".log", ".job.json")) else data
                  for name, data in result.files.items()}
         return OpResult(result.op, strip(result.records), strip(result.envs), files)
 

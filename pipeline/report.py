@@ -121,7 +121,7 @@ def op_page(doc: dict[str, Any], path: Path, reports_dir: Path, replayed: bool,
     return OpPage(
         op=doc["op"], replay_note=fmt.replay_note(doc) if replayed else "", gpu=str(env.get("gpu_name", "?")),
         created=str(doc.get("created", "—")), environment=_environment(doc),
-        commands=[(s.id, s.ncu_command) for s in shapes if s.ncu_command],
+        commands=[(s.id, c) for s in shapes for c in s.commands],
         thresholds=[(k, f"{v:g}", d) for k, (v, d) in analysis.THRESHOLDS.items()],
         glossary=shapeview.glossary(),
         results_href=fmt.href(path.parent, reports_dir, path.name), results_name="/".join(path.parts[-4:]),

@@ -16,7 +16,8 @@ from typing import Any, Callable
 from pipeline import analysis, catalogue, charts, detail_view, display as fmt, recommend, results, shapeanalysis
 from pipeline.records import ShapeRecord, VariantRecord
 from pipeline.shapeanalysis import ShapeAnalysis, VariantAnalysis
-from pipeline.viewmodel import Alert, Cell, Chart, Column, FamilyRank, Headline, ShapeView, Stat, Trace, VariantRow
+from pipeline.viewmodel import (Alert, Cell, Chart, Column, FamilyRank, Headline, PassCommand, ShapeView, Stat, Trace,
+                                VariantRow)
 
 BENCH_FILE = "bench.json"       # bench/rmsnorm.py --json output beside a results file: torch.compile times
 
@@ -451,7 +452,7 @@ def shape_view(shape: dict[str, Any], env: dict[str, Any], results_dir: Path, re
         counts=f"{len(shape['variants'])} variants: " + ", ".join(f"{n} {s}" for s, n in statuses.items()),
         families=list({v.get("stem", v["name"]): v.get("layout", "") for v in shape["variants"]}.items()),
         ncu_status=ncu_rec.get("status", "—"), ncu_message=ncu_rec.get("message", ""),
-        ncu_command=" ".join(ncu_rec.get("command", [])), ncu_passes=str(ncu_rec.get("passes") or "—"),
+        commands=_commands(shape, results_dir, reports_dir), ncu_passes=str(ncu_rec.get("passes") or "—"),
         report_href=fmt.href(results_dir, reports_dir, ncu_rec.get("report")),
         cached_report_hrefs=[fmt.href(results_dir, reports_dir, r) for r in sorted(
             {v.ncu.get("report") for v in shape.variants} - {None, ncu_rec.get("report")})],
@@ -463,3 +464,10 @@ def shape_view(shape: dict[str, Any], env: dict[str, Any], results_dir: Path, re
 def glossary() -> list[Column]:
     """Every column the pages may show, for the environment section's glossary (print has no tooltips)."""
     return columns("memory") + [s.column for s in _LEAD["compute"][:2]] + [Column("findings", FINDINGS_NOTE)]
+
+
+def _commands(shape: ShapeRecord, results_dir: Path, reports_dir: Path) -> list[PassCommand]:
+    passes = [("main pass", shape.ncu), ("detail pass", shape.get("detail") or {})]
+    return [PassCommand(label, shlex.join(rec["command"]), fmt.ncu_again(results_dir, rec),
+                        fmt.href(results_dir, reports_dir, rec.get("job")), rec.get("job") or "")
+            for label, rec in passes if rec.get("command")]

@@ -55,6 +55,8 @@ class Events:
     (the parent names a variant that took the process down by the last `begin` it read)."""
 
     def __init__(self, path: str):
+        # a kept job run again by hand (its recorded ncu command) names a scratch folder that is gone by then
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.fh = open(path, "a", buffering=1)
 
     def emit(self, event: str, **data: Any) -> None:

@@ -154,7 +154,8 @@ class WhyView:
     memory: list[tuple[str, list[str]]]        # row -> value (and per request), per kernel
     sentences: list[tuple[str, str]]          # (text, metric)
     status: str
-    report_href: str
+    report_href: str                          # "" where the report is not beside the results (report_note says)
+    report_note: str
     wall: str
     chart: str = ""                           # Markup: the stall breakdown, one stacked bar per kernel
     memory_chart: str = ""                    # Markup: bytes moved at L1, L2 and DRAM, one bar per kernel
@@ -181,7 +182,7 @@ class ShapeView:
     families: list[tuple[str, str]]     # layout family -> its LAYOUT text
     ncu_status: str
     ncu_message: str
-    ncu_command: str
+    commands: list[PassCommand]         # the ncu passes this shape's record was measured by
     ncu_passes: str
     report_href: str
     cached_report_hrefs: list[str]      # earlier .ncu-rep files that cached variants' metrics come from
@@ -189,6 +190,17 @@ class ShapeView:
     worker_log_href: str
     errors: list[str]
     why: WhyView | None = None          # the detail pass; None where it did not run
+
+
+@dataclass
+class PassCommand:
+    """One ncu pass of a shape: its argv as it ran, joined for a shell, and the same pass run again from the kept
+    job file."""
+    label: str                          # "main pass" or "detail pass"
+    command: str
+    again: str                          # "" where the record predates kept job files
+    job_href: str
+    job_name: str
 
 
 @dataclass
@@ -205,7 +217,7 @@ class OpPage:
     gpu: str
     created: str
     environment: list[tuple[str, str]]
-    commands: list[tuple[str, str]]     # (shape, exact ncu argv joined)
+    commands: list[tuple[str, PassCommand]]     # (shape, one of its ncu passes)
     thresholds: list[tuple[str, str, str]]
     glossary: list[Column]
     results_href: str

@@ -1,11 +1,12 @@
 """End to end on a real GPU with the real ncu (skipped without a GPU)."""
+import os
 import subprocess
 import sys
 
 import pytest
 
 from testenv import REPO
-from pipeline import analysis, recommend, results
+from pipeline import analysis, catalogue, display, metrics, ncu, recommend, results
 
 pytestmark = pytest.mark.gpu
 
@@ -45,6 +46,18 @@ def test_profile_small_odd_shape_end_to_end(tmp_path):
     assert all("detail" not in v for v in shape["variants"] if v is not best)
     # ncu's FLOP count: RMSNorm's fp32 arithmetic, no tensor-core path (sass fma counted twice, as ncu's roofline)
     assert analysis.ncu_flops(best) > 0
+
+    # the kept job file: the page's "again" command re-runs the main pass as it ran, the same ranges and kernels
+    assert (path.parent / shape["ncu"]["job"]).is_file() and (path.parent / shape["detail"]["job"]).is_file()
+    again_cmd = display.ncu_again(path.parent, shape["ncu"])
+    rerun = subprocess.run(again_cmd, shell=True, capture_output=True, text=True, cwd=tmp_path.parent, timeout=600,
+                           env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert rerun.returncode == 0, again_cmd + rerun.stdout + rerun.stderr
+    (rep,) = tmp_path.parent.glob(f"{path.parent.joinpath(shape['ncu']['report']).stem}.again.ncu-rep")
+    read = metrics.read_report_isolated(rep, catalogue.defaults(), ncu.install_dir(shape["ncu"]["command"][0]))
+    ran = {v["ncu"]["range"]: [k["name"] for k in v["ncu"]["kernels"]] for v in shape["variants"]
+           if (v.get("ncu") or {}).get("status") == "ok"}
+    assert {r: [k["name"] for k in ks] for r, ks in read["by_range"].items()} == ran
 
     # `profile --detail` on a slower config: measured again and given the detail pass; the others keep theirs
     other = next(v for v in flat if v is not best)

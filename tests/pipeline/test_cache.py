@@ -159,11 +159,15 @@ def test_prune_deletes_only_the_files_no_record_names(tmp_path, recorded):
     op_dir = tmp_path / "gpufaults"
     op_dir.mkdir()
     shutil.copyfile(RECORDED / "results.json", op_dir / "results.json")
-    named = {stored["worker_log"], stored["ncu"]["report"], stored["ncu"]["log"]}
-    stale = {"20250101T000000.ncu-rep", "20250101T000000.ncu.log", "20250101T000000.worker.log"}
+    doc = results.load(op_dir / "results.json")
+    doc["shapes"][0]["ncu"]["job"] = "20250102T000000.ncu.job.json"     # records written since jobs are kept
+    stored = doc["shapes"][0]
+    named = {stored["worker_log"], stored["ncu"]["report"], stored["ncu"]["log"], stored["ncu"]["job"]}
+    stale = {"20250101T000000.ncu-rep", "20250101T000000.ncu.log", "20250101T000000.worker.log",
+             "20250101T000000.ncu.job.json", "20250101T000000.detail.job.json"}
     for name in [*named, *stale, "notes.txt"]:
         (op_dir / name).write_text("x")         # stand-ins: prune reads names, never contents
-    cache.prune(op_dir, results.load(op_dir / "results.json"))
+    cache.prune(op_dir, doc)
     left = {p.name for p in op_dir.iterdir()}
     assert left == named | {"results.json", "notes.txt"}       # what prune does not own is kept
     # a report only a variant still names is kept

@@ -143,3 +143,17 @@ def test_profile_detail_needs_a_variant(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "pipeline", "profile", "--detail", "--op", "rmsnorm",
                            "--profiles-dir", str(tmp_path)], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 2 and "profile --detail re-profiles the variants named by --variant" in proc.stderr
+
+
+def test_the_section_links_the_detail_report_only_where_it_is_kept(tmp_path):
+    """The fixture keeps results and logs, not the detail .ncu-rep: the page says so instead of a dead link."""
+    shape = DOCS["rmsnorm"]["shapes"][0]
+    rep = shape["detail"]["report"]
+    gone = detail_view.view(shape, DETAIL / "rmsnorm", tmp_path)
+    assert gone.report_href == "" and gone.report_note.startswith(f"{rep} is not kept beside the results")
+    (tmp_path / rep).write_bytes(b"x")             # a stand-in: the view looks for the file, never reads it
+    kept = detail_view.view(shape, tmp_path, tmp_path)
+    assert kept.report_href == rep and kept.report_note == ""
+    pages = report.render([DETAIL / "rmsnorm" / "results.json"], tmp_path / "reports", replayed=True)
+    page = next(p for p in pages if p.name == "rmsnorm.html").read_text()
+    assert f"{rep} is not kept beside the results" in page and ">detail .ncu-rep</a>" not in page

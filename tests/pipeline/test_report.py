@@ -3,11 +3,13 @@ import copy
 import dataclasses
 import html
 import re
+import shlex
 
+import markupsafe
 import pytest
 
 from testenv import FIXTURES
-from pipeline import analysis, report, recommend, results, shapeview, viewmodel
+from pipeline import analysis, display, report, recommend, results, shapeview, viewmodel
 
 FIX = FIXTURES / "profiles" / "nvidia-h100-80gb-hbm3" / "rmsnorm" / "results.json"
 HOSTILE = "<script>alert(1)</script>"
@@ -180,10 +182,26 @@ def test_environment_and_exact_ncu_commands_are_on_the_page(doc, rendered):
                   env["triton"], env["ncu_settings"]["clock_control"], env["ncu_settings"]["replay_mode"]):
         assert html.escape(value) in page, value
     for shape in doc["shapes"]:
-        assert html.escape(" ".join(shape["ncu"]["command"])) in page
+        assert str(markupsafe.escape(shlex.join(shape["ncu"]["command"]))) in page     # Jinja's escaping
     for key in analysis.THRESHOLDS:
         assert f"<code>{key}</code>" in page
     assert "@media print" in page
+
+
+def test_a_pass_with_a_kept_job_file_gets_a_command_that_runs_it_again(doc, tmp_path):
+    """Its argv is the recorded one but for the job file (the kept one, named from the project root, where the
+    recorded path was the run's scratch folder) and the output (the current folder, not over the report)."""
+    shape = copy.deepcopy(doc["shapes"][0])
+    ran = shape["ncu"]["command"]
+    assert shapeview.shape_view(shape, doc["environment"], FIX.parent, tmp_path).commands[0].again == ""
+    shape["ncu"]["job"] = "20261206T092259.ncu.job.json"
+    (c,) = shapeview.shape_view(shape, doc["environment"], FIX.parent, tmp_path).commands
+    argv, at = shlex.split(c.again), ran.index("-o") + 1
+    assert c.command == shlex.join(ran) and len(argv) == len(ran)
+    assert [a for i, a in enumerate(argv) if a != ran[i]] == [argv[at], argv[-1]]
+    assert argv[-1] == display.results_file(FIX.parent, c.job_name) and argv[-1].startswith("profiles/")
+    assert argv[at] == ran[at].rsplit("/", 1)[-1].lstrip(".") + ".again" and "/" not in argv[at]
+    assert c.job_href.endswith("/" + c.job_name)
 
 
 def test_a_shape_with_no_correct_variant_and_no_ceilings_still_renders(doc, tmp_path, recwarn):

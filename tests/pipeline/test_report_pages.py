@@ -2,7 +2,8 @@
 states why the winner wins (and what the baseline's failure is), ties are called ties, torch's wins get a red
 banner, compute-bound ops are shown through TFLOP/s, and the charts' labels stay apart.
 
-Every expectation is derived from the committed samples (tests/fixtures/samples-h200/nvidia-h200/) with recommend and analysis.
+Every expectation is derived from the committed samples with recommend and analysis: the H200's
+(tests/fixtures/samples-h200/nvidia-h200/), and for the cross-GPU pages and the screenshots the H100's (profiles/).
 Needs `chromium` on PATH (Debian: `apt-get install -y chromium`); skipped without it. Set
 PIPELINE_REPORT_SCREENSHOTS=docs to refresh the screenshots in docs/.
 """
@@ -16,7 +17,7 @@ import subprocess
 
 import pytest
 
-from testenv import FIXTURES, REPO, slowed_copy
+from testenv import FIXTURES, REPO
 from pipeline import analysis, charts, recommend, report, results, shapeview
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -93,27 +94,26 @@ def probe(page, width, tmp_path):
     return json.loads(html.unescape(re.search(r'<pre id="probe-out">(.*?)</pre>', dom, re.S).group(1)))
 
 
+H100 = REPO / "profiles" / "nvidia-h100-80gb-hbm3"
+ON_BOTH = ("rmsnorm", "matmul")     # recorded on the H100 too (the samples under profiles/): cross-GPU pages
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    """The committed samples, rendered, plus an op recorded on two GPUs (a copy of the rmsnorm sample with
-    grid_2d 10 % slower, under another GPU's folder) for the cross-GPU page."""
+    """The H200 samples rendered, with the rmsnorm and matmul samples of the H100 (profiles/) beside them:
+    real records of two GPUs, for the cross-GPU pages."""
     root = tmp_path_factory.mktemp("site")
     profiles = root / "profiles"
     shutil.copytree(SAMPLES / "nvidia-h200", profiles / "nvidia-h200")
-    doc = results.load(profiles / "nvidia-h200" / "rmsnorm" / "results.json")
-    other = slowed(doc, "grid_2d", 1.10)
-    results.save(profiles / "h200-copy" / "rmsnorm" / "results.json", other)
+    for op in ON_BOTH:
+        shutil.copytree(H100 / op, profiles / H100.name / op)
     report.render(results.find_all(profiles), root / "reports", replayed=True)
     docs = {op: results.load(SAMPLES / "nvidia-h200" / op / "results.json") for op in OPS}
-    return root / "reports", docs, other
+    return root / "reports", docs, results.load(H100 / "rmsnorm" / "results.json")
 
 
-def slowed(doc, family, factor):
-    return slowed_copy(doc, family, factor, f"NVIDIA H200 (copy, {family} slowed {factor - 1:.0%})")
-
-
-def page_of(reports, op):
-    return reports / (f"{op}.nvidia-h200.html" if op == "rmsnorm" else f"{op}.html")
+def page_of(reports, op, gpu="nvidia-h200"):
+    return reports / (f"{op}.{gpu}.html" if op in ON_BOTH else f"{op}.html")
 
 
 def beaten(shape):
@@ -203,8 +203,9 @@ def test_torch_faster_than_the_recommendation_gets_a_red_banner(site, tmp_path):
             else:
                 assert not bad and answer.startswith(f"Recommended for {shape['id']}")
     index = probe(reports / "index.html", 1400, tmp_path)
+    h100 = sum(beaten(s) for op in ON_BOTH for s in results.load(H100 / op / "results.json")["shapes"])
     assert index["text"].count("torch eager is faster than every Triton variant") == \
-        sum(sum(flags) for flags in expected.values())
+        sum(sum(flags) for flags in expected.values()) + h100
 
 
 def test_torch_compile_from_bench_json_is_shown_where_measured(site, tmp_path):
@@ -241,7 +242,7 @@ def test_compute_bound_matmul_leads_with_tflops_and_the_compute_roofline(site, t
         assert "device copy of the minimal bytes" not in time_svg
     sweep = page.split('id="summary"')[1].split("</section>")[0]
     assert "fraction of the compute roofline" in sweep and "device copy time" not in sweep
-    block = (reports / "index.html").read_text().split('<h2><a href="matmul.html">')[1].split("<h2>")[0]
+    block = (reports / "index.html").read_text().split(f'<h2><a href="{page_of(reports, "matmul").name}">')[1].split("<h2>")[0]
     block = block.split("<tbody>")[1].split("</tbody>")[0]
     assert len(re.findall(r"<td>[\d,]+ TFLOP/s</td><td>\d+% compute</td>", block)) == len(doc["shapes"])
     assert "GB/s" not in block and "memory" not in block
@@ -339,13 +340,15 @@ def test_tile_size_ticks_are_plain_numbers(site):
 def test_the_cross_gpu_page_says_where_the_winning_layout_changes(site, tmp_path):
     reports, docs, other = site
     seen = probe(reports / "rmsnorm.gpus.html", 1400, tmp_path)
-    changed = [a["id"] for a, b in zip(docs["rmsnorm"]["shapes"], other["shapes"])
-               if recommend.recommend(a).variant["stem"] != recommend.recommend(b).variant["stem"]]
-    assert changed and len(changed) < len(other["shapes"])
-    assert (f"{len(changed)} of the {len(other['shapes'])} shapes recorded on more than one GPU change their "
+    h200 = {s["id"]: s for s in docs["rmsnorm"]["shapes"]}
+    both = [s for s in other["shapes"] if s["id"] in h200]
+    changed = [s["id"] for s in both
+               if recommend.recommend(s).variant["stem"] != recommend.recommend(h200[s["id"]]).variant["stem"]]
+    assert changed and len(changed) < len(both)     # recorded: L1-36, odd-spatial and L1-36-bf16 change
+    assert (f"{len(changed)} of the {len(both)} shapes recorded on more than one GPU change their "
             f"winning layout family between GPUs: {', '.join(changed)}.") in seen["text"]
     page = (reports / "rmsnorm.gpus.html").read_text()
-    for shape in other["shapes"]:
+    for shape in both:
         sec = page.split(f"<h2>{shape['id']}</h2>")[1].split("</section>")[0]
         assert ("the winning layout changes" in sec) == (shape["id"] in changed)
     assert 'class="page" href="rmsnorm.gpus.html"' in (reports / "index.html").read_text()
@@ -353,8 +356,8 @@ def test_the_cross_gpu_page_says_where_the_winning_layout_changes(site, tmp_path
 
 def test_screenshots(site, tmp_path):
     reports = site[0]
-    shots = {"report-screenshot.png": page_of(reports, "rmsnorm"), "report-matmul.png": page_of(reports, "matmul"),
-             "report-gpus.png": reports / "rmsnorm.gpus.html"}
+    shots = {"report-screenshot.png": page_of(reports, "rmsnorm", H100.name),
+             "report-matmul.png": page_of(reports, "matmul", H100.name), "report-gpus.png": reports / "rmsnorm.gpus.html"}
     target = os.environ.get("PIPELINE_REPORT_SCREENSHOTS")
     for name, page in shots.items():
         shot = tmp_path / name
