@@ -26,15 +26,13 @@ import os
 import re
 import shlex
 import shutil
-import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from rich.markup import escape
 
-from pipeline import host, ingest, optimize_page, profiling, recommend, results, search, shapeanalysis, supervise
+from pipeline import host, ingest, optimize_page, profiling, proposer, recommend, results, search, shapeanalysis
 from pipeline import ops as ops_mod
 from pipeline.config import Config, read_text
 from pipeline.errors import ConfigError, NoGpuError, PipelineError, ResultsError, SelectionError
@@ -44,7 +42,6 @@ from pipeline.stages import STAGES, Stage
 Say = Callable[[str], None]
 SCHEMA, SCHEMA_VERSION = "pipeline-optimize", 1
 LOG = optimize_page.LOG
-CANDIDATES_ENV = "KERNEL_PIPELINE_CANDIDATES"
 CPU_NOTE = ("--device cpu: the Triton interpreter has no ncu counters; the loop runs on verified timings only "
             "(search: neighbours in fixed order)")
 CPU_PROMPT_NOTE = "measured under the Triton interpreter on the CPU, which has no ncu counters: judge by the timings"
@@ -84,7 +81,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--proposer-cmd", metavar="CMD",
                    help="with --proposer cmd: the command (split as a shell would); it reads the stage prompt on "
                         "stdin and writes candidate .py files into the folder given as its last argument (also "
-                        f"${CANDIDATES_ENV})")
+                        f"${proposer.CANDIDATES_ENV})")
     p.add_argument("--proposer-timeout", type=_seconds, default=900.0, metavar="SECONDS",
                    help="the cmd proposer is killed after this long; its files are then not used (default 900)")
     p.add_argument("--budget", type=_positive_int, default=20,
@@ -284,67 +281,6 @@ def _timing(rec: dict[str, Any]) -> dict[str, Any] | None:
     return {k: t[k] for k in ("median_ms", "p25_ms", "p75_ms") if k in t} if t else None
 
 
-def stage_prompt(doc: dict[str, Any], tuning: list[str], recs: dict[str, dict[str, Any]], code: Path,
-                 config: dict[str, Any], stage: Stage, root: Path, kernels_dir: Path, note: str = "") -> str:
-    """The stage prompt of export.py for the current best (`recs`: its record per tuning shape in `doc`) where
-    it has counters; otherwise the same prompt on timings, saying why there are none (`note`). Either way it
-    names the tuning shapes, and only those."""
-    from pipeline import export     # matplotlib, through the report: only for the commands that draw
-    first = next(s for s in doc["shapes"] if s["id"] == tuning[0])
-    try:
-        view = export.prompt_view(doc, first, recs[tuning[0]], stage, root, kernels_dir)
-    except SelectionError as exc:
-        why = note or f"no counters: {exc}"
-        view = export.PromptView(gpu=[("Device", str(doc["environment"].get("gpu_name", "?"))), ("Counters", why)],
-                                 stage=stage, code=read_text(code), metrics_json=f"(none: {why})", evidence=[])
-    shapes = {s["id"]: s for s in doc["shapes"]}
-    for sid in tuning:
-        t, s = recs[sid].get("timing") or {}, shapes[sid]
-        view.evidence.append((f"tuning shape {sid}", f"{json.dumps(s.get('params'))} {s.get('dtype')}: "
-                              f"{t.get('median_ms', math.nan):.4g} ms median (IQR {t.get('p25_ms', math.nan):.4g}–"
-                              f"{t.get('p75_ms', math.nan):.4g} ms, {recs[sid].get('status')})"))
-    if config:
-        view.evidence.append(("configuration of the current code (ModelNew keyword arguments)", json.dumps(config)))
-    return export.render_prompt(view)
-
-
-def run_proposer(command: list[str], prompt: str, out: Path, env: dict[str, str], timeout: float, log: Path,
-                 cwd: Path) -> tuple[int | None, float]:
-    """Run the cmd proposer: prompt on stdin, `out` as its last argument and in $KERNEL_PIPELINE_CANDIDATES,
-    output in `log`, in a process group of its own that is killed at `timeout` or on an interrupt.
-    Returns (exit code, or None when killed; seconds)."""
-    t0 = time.time()
-    with open(log, "w") as fh:
-        try:
-            proc = subprocess.Popen([*command, str(out)], stdin=subprocess.PIPE, stdout=fh, stderr=subprocess.STDOUT,
-                                    cwd=cwd, env={**os.environ, **env, CANDIDATES_ENV: str(out)}, text=True,
-                                    start_new_session=True)
-        except OSError as exc:
-            raise SelectionError(f"--proposer-cmd: cannot run {command[0]}: {exc.strerror or exc}") from None
-        supervise.track(proc, True)
-        try:
-            proc.communicate(prompt, timeout=timeout)
-            code: int | None = proc.returncode
-        except subprocess.TimeoutExpired:
-            code = None
-        except BaseException:
-            _kill(proc)
-            raise
-        finally:
-            if proc.poll() is None:
-                _kill(proc)
-            supervise.track(proc, False)
-    return code, round(time.time() - t0, 2)
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
-
-
 class Loop:
     """One optimisation run: its history folder, its log, and the steps still to take."""
 
@@ -424,7 +360,7 @@ class Loop:
     def _cmd(self, best: Variant, recs: dict[str, dict[str, Any]], doc: dict[str, Any], stage: Stage, sdir: Path,
              tag: str, step: dict[str, Any]) -> list[tuple[Path, str]]:
         note = CPU_PROMPT_NOTE if self.opts.device == "cpu" else ""
-        prompt = stage_prompt(doc, self.tuning, recs, Path(best.file), best.config, stage, self.root,
+        prompt = proposer.stage_prompt(doc, self.tuning, recs, Path(best.file), best.config, stage, self.root,
                               Path(self.cfg.kernels_dir), note)
         (sdir / "prompt.txt").write_text(prompt)
         out = sdir / "proposed"
@@ -432,7 +368,7 @@ class Loop:
         env = {"KERNEL_PIPELINE_OP": self.op.name, "KERNEL_PIPELINE_STAGE": stage.name,
                "KERNEL_PIPELINE_STEP": str(step["step"]), "KERNEL_PIPELINE_BEST": best.file,
                "KERNEL_PIPELINE_MAX": str(self.log["budget"] - self.log["spent"])}
-        code, wall = run_proposer(self.opts.command, prompt, out, env, self.opts.timeout, sdir / "proposer.log", sdir)
+        code, wall = proposer.run_proposer(self.opts.command, prompt, out, env, self.opts.timeout, sdir / "proposer.log", sdir)
         step["prompt"] = self._rel(sdir / "prompt.txt")
         step["proposer"] = {"kind": "cmd", "command": self.opts.command, "exit_code": code, "wall_s": wall,
                             "log": self._rel(sdir / "proposer.log")}

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from testenv import FIXTURES, REPO
+from testenv import FIXTURES
 from pipeline import config, metrics, ncu, results
 from pipeline.errors import ResultsError
 

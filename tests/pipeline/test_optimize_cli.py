@@ -95,7 +95,7 @@ def test_cuda_without_a_gpu_exits_3(root):
 
 
 def test_a_proposer_path_relative_to_here_still_runs_from_the_step_folder(tmp_path, monkeypatch):
-    from pipeline import optimize
+    from pipeline import optimize, proposer
     monkeypatch.chdir(REPO)
     parser = optimize.add_arguments(argparse.ArgumentParser())
     opts = optimize._options(parser.parse_args(
@@ -103,14 +103,14 @@ def test_a_proposer_path_relative_to_here_still_runs_from_the_step_folder(tmp_pa
     assert opts.command == ["python3", str(FIXTURES / "optimize" / "canned_proposer.py")]
     step = tmp_path / "step"
     step.mkdir()
-    code, _ = optimize.run_proposer(["true", *opts.command[1:]], "prompt", step, {}, 10.0, tmp_path / "log", step)
+    code, _ = proposer.run_proposer(["true", *opts.command[1:]], "prompt", step, {}, 10.0, tmp_path / "log", step)
     assert code == 0
 
 
 def test_a_proposer_that_cannot_be_started_is_bad_input_not_a_crash(tmp_path):
-    from pipeline import optimize
+    from pipeline import proposer
     from pipeline.errors import SelectionError
     script = tmp_path / "propose.sh"
     script.write_text("#!/bin/sh\n")          # not executable
     with pytest.raises(SelectionError, match="--proposer-cmd: cannot run .*propose.sh: Permission denied"):
-        optimize.run_proposer([str(script)], "prompt", tmp_path, {}, 10.0, tmp_path / "log", tmp_path)
+        proposer.run_proposer([str(script)], "prompt", tmp_path, {}, 10.0, tmp_path / "log", tmp_path)

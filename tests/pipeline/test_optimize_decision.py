@@ -4,7 +4,7 @@ held-out ones; and the stage prompt the `cmd` proposer reads, rendered from a re
 import pytest
 
 from testenv import FIXTURES, REPO
-from pipeline import optimize, recommend, results
+from pipeline import optimize, proposer, recommend, results
 from pipeline.stages import STAGES
 
 H200 = FIXTURES / "samples-h200" / "nvidia-h200"
@@ -66,7 +66,7 @@ def test_gpu_prompt_carries_the_stage_metrics_and_only_the_tuning_shapes():
     doc = results.load(H200 / "rmsnorm" / "results.json")
     recs = rmsnorm(FLAT, "L1-36")
     stage = STAGES["block_tiling"]
-    text = optimize.stage_prompt(doc, ["L1-36"], recs, REPO / "kernels" / "rmsnorm" / "flat_1d.py",
+    text = proposer.stage_prompt(doc, ["L1-36"], recs, REPO / "kernels" / "rmsnorm" / "flat_1d.py",
                                  recs["L1-36"]["config"], stage, REPO, REPO / "kernels")
     assert stage.focus in text and "launch__occupancy_limit_registers" in text
     assert '"launch__registers_per_thread":' in text        # the measured value, from the results file

@@ -2,7 +2,6 @@
 syntax tree only, neighbours ordered by rules that fire on counters recorded on the H200; and a whole search
 on the CPU (Triton interpreter) over a small SPACE with a RESTRICT, interrupted and resumed."""
 import json
-import os
 import shutil
 import signal
 import subprocess

@@ -4,7 +4,7 @@ import html
 import subprocess
 import sys
 
-from testenv import FIXTURES, REPO, slowed_copy
+from testenv import FIXTURES, slowed_copy
 from pipeline import analysis, compare, recommend, report, results
 
 SAMPLE = FIXTURES / "samples-h200" / "nvidia-h200" / "rmsnorm" / "results.json"

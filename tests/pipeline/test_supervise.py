@@ -1,5 +1,4 @@
 """The lane's worker process on the CPU: one process runs job after job, and a killed one is replaced."""
-import os
 
 from pipeline.config import TimingConfig
 from pipeline.supervise import Worker, WorkerRun
