@@ -104,9 +104,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
                                 "those shapes): name at least one")
         # the named variants are measured again and given the detail pass, whatever the cache and ncu.detail say;
         # the op keeps its other variants, served from the cache, so the shape's record stays whole
-        ops = [dataclasses.replace(op, detail_asked=tuple(v.name for v in ops_mod.select_variants(op, args.variant).variants),
-                                   config=dataclasses.replace(op.config, ncu=dataclasses.replace(op.config.ncu, detail=True)))
-               for op in ops]
+        ops = [dataclasses.replace(
+            op, detail_asked=tuple(v.name for v in ops_mod.select_variants(op, args.variant).variants),
+            config=dataclasses.replace(op.config, ncu=dataclasses.replace(op.config.ncu, detail=True))) for op in ops]
     elif args.variant:
         ops = [ops_mod.select_variants(op, args.variant) for op in ops]
     for op in ops:

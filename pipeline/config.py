@@ -396,7 +396,7 @@ def _check(rule: Rule, value: Any, node: yaml.Node, path: Path, key: str) -> Non
     elif isinstance(value, str):
         if rule.name and (not value or any(c.isspace() or c == "," for c in value)):
             raise ConfigError(f"{_where(path, node)}: '{key}' must be a name without spaces or commas, got {value!r}")
-        module, _, cls = value.partition(":")
+        module, _, cls = value.partition(":")        # another implementation, named module:Class
         if rule.one_of and value not in rule.one_of and not (module and cls.isidentifier()):
             raise ConfigError(f"{_where(path, node)}: '{key}' must be one of {', '.join(rule.one_of)}, or "
                               f"module:Class, got {value!r}.{_suggest(value, rule.one_of)}")

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from pipeline import analysis, charts, detail, display as fmt
-from pipeline.records import VariantRecord
+from pipeline.records import ShapeRecord, VariantRecord
 from pipeline.viewmodel import WhyKernel, WhyView
 
 
@@ -52,7 +52,8 @@ def memory_chart(kernels: list[str], levels: list[tuple[str, list[float | None]]
         for i, label in enumerate(kernels):
             xs = [j + (i - (len(kernels) - 1) / 2) * width for j in range(len(levels))]
             vals = [vs[i] or 0 for _, vs in levels]
-            ax.bar(xs, vals, width=width, color=STALL_COLORS[i % len(STALL_COLORS)], label=charts.literal(charts.wrap(label)))
+            ax.bar(xs, vals, width=width, color=STALL_COLORS[i % len(STALL_COLORS)],
+                   label=charts.literal(charts.wrap(label)))
         ax.set_xticks(range(len(levels)))
         ax.set_xticklabels([lvl for lvl, _ in levels])
         ax.set_yscale("log")
@@ -74,7 +75,7 @@ def amount(row: dict[str, Any] | None) -> str:
 
 def view(shape: dict[str, Any], results_dir: Path, reports_dir: Path) -> WhyView | None:
     """The detail pass's kernels side by side, the recommended one first; None where the pass did not run."""
-    run = shape.get("detail")
+    run = ShapeRecord.of(shape).detail
     picked = sorted((VariantRecord.of(v) for v in shape["variants"] if v.get("detail")),
                     key=lambda v: v["detail"]["role"] != "recommended")
     if not run or not picked:

@@ -51,8 +51,7 @@ def rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     for sa in shapeanalysis.analyze_doc(doc):
         shape = sa.shape
         ref_ms = shape.reference_ms
-        # the recommendation's baseline: the fastest correct config of the baseline file, as the pages use
-        base_ms = next((v["timing"]["median_ms"] for v in sa.ranking if v.get("baseline")), None)
+        base_ms = sa.baseline_ms
         for va in sa.variants:
             v, k = va.variant, va.kernel
             t = v.timing if v.ok else None

@@ -361,14 +361,15 @@ class Loop:
              tag: str, step: dict[str, Any]) -> list[tuple[Path, str]]:
         note = CPU_PROMPT_NOTE if self.opts.device == "cpu" else ""
         prompt = proposer.stage_prompt(doc, self.tuning, recs, Path(best.file), best.config, stage, self.root,
-                              Path(self.cfg.kernels_dir), note)
+                                       Path(self.cfg.kernels_dir), note)
         (sdir / "prompt.txt").write_text(prompt)
         out = sdir / "proposed"
         out.mkdir()
         env = {"KERNEL_PIPELINE_OP": self.op.name, "KERNEL_PIPELINE_STAGE": stage.name,
                "KERNEL_PIPELINE_STEP": str(step["step"]), "KERNEL_PIPELINE_BEST": best.file,
                "KERNEL_PIPELINE_MAX": str(self.log["budget"] - self.log["spent"])}
-        code, wall = proposer.run_proposer(self.opts.command, prompt, out, env, self.opts.timeout, sdir / "proposer.log", sdir)
+        code, wall = proposer.run_proposer(self.opts.command, prompt, out, env, self.opts.timeout,
+                                           sdir / "proposer.log", sdir)
         step["prompt"] = self._rel(sdir / "prompt.txt")
         step["proposer"] = {"kind": "cmd", "command": self.opts.command, "exit_code": code, "wall_s": wall,
                             "log": self._rel(sdir / "proposer.log")}

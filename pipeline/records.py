@@ -157,6 +157,11 @@ class ShapeRecord(dict):
         return self.get("ncu") or {}
 
     @property
+    def detail(self) -> dict[str, Any]:
+        """The detail pass's run over the shape's op (pipeline/detail.py); {} where it did not run."""
+        return self.get("detail") or {}
+
+    @property
     def wall_s(self) -> dict[str, float]:
         return self.get("wall_s") or {}
 

@@ -117,14 +117,16 @@ def op_page(doc: dict[str, Any], path: Path, reports_dir: Path, replayed: bool,
     analyses = analyses if analyses is not None else shapeanalysis.analyze_doc(doc)
     drawn = drawn if drawn is not None else [_draw((charts.chart_data(doc["op"], sa), sty)) for sa in analyses]
     bench = bench_rows(path.parent, env)
-    shapes = [shapeview.shape_view(sa.shape, env, path.parent, reports_dir, c, bench, sa) for sa, c in zip(analyses, drawn)]
+    shapes = [shapeview.shape_view(sa.shape, env, path.parent, reports_dir, c, bench, sa)
+              for sa, c in zip(analyses, drawn)]
     return OpPage(
         op=doc["op"], replay_note=fmt.replay_note(doc) if replayed else "", gpu=str(env.get("gpu_name", "?")),
         created=str(doc.get("created", "—")), environment=_environment(doc),
         commands=[(s.id, c) for s in shapes for c in s.commands],
         thresholds=[(k, f"{v:g}", d) for k, (v, d) in analysis.THRESHOLDS.items()],
         glossary=shapeview.glossary(),
-        results_href=fmt.href(path.parent, reports_dir, path.name), results_name="/".join(path.parts[-4:]),
+        results_href=fmt.href(path.parent, reports_dir, path.name),
+        results_name=fmt.results_file(path.parent, path.name),
         sweep_chart=charts.sweep(doc, analyses, sty, op_lead(analyses)), shapes=shapes,
         filename=filename or page_names([doc])[0],
         bench_note=_bench_note(bench), related=related or [])
@@ -179,7 +181,8 @@ def index_entry(doc: dict[str, Any], path: Path, reports_dir: Path, replayed: bo
     return OpPage(op=doc["op"], replay_note=fmt.replay_note(doc) if replayed else "",
                   gpu=str(doc["environment"].get("gpu_name", "?")), created=str(doc.get("created", "—")),
                   environment=[], commands=[], thresholds=[], glossary=[],
-                  results_href=fmt.href(path.parent, reports_dir, path.name), results_name="/".join(path.parts[-4:]),
+                  results_href=fmt.href(path.parent, reports_dir, path.name),
+        results_name=fmt.results_file(path.parent, path.name),
                   sweep_chart=None, shapes=shapes, filename=filename)
 
 

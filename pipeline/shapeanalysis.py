@@ -52,6 +52,11 @@ class ShapeAnalysis:
         return list(self.recommendation.ties) if self.recommendation else []
 
     @property
+    def baseline_ms(self) -> float | None:
+        """The fastest correct config of the baseline file: what "vs baseline" divides by."""
+        return next((v.median_ms for v in self.ranking if v.baseline), None)
+
+    @property
     def recommended(self) -> VariantAnalysis | None:
         return next((a for a in self.variants if a.recommended), None)
 

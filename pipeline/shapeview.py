@@ -43,9 +43,9 @@ class _Rival:
         return fmt.faster(self.speedup, self.what)
 
 
-def _rivals(shape: dict[str, Any], rec: recommend.Recommendation, bench: dict[str, Any] | None) -> list[_Rival]:
+def _rivals(shape: ShapeRecord, rec: recommend.Recommendation, bench: dict[str, Any] | None) -> list[_Rival]:
     out = []
-    ref = ShapeRecord.of(shape).reference_timing
+    ref = shape.reference_timing
     if ref:
         out.append(_Rival("torch eager", ref, rec.variant["timing"], "the reference, timed beside the variants"))
     if bench:
@@ -92,8 +92,8 @@ def _trace(v: dict[str, Any], shape_id: str, results_dir: Path, reports_dir: Pat
     durs = [analysis.duration_us(x) for x in kernels]
     ncu_time = "—" if not durs or None in durs else f"{sum(durs):,.1f} µs"
     # the op is the folder its variant file lies in (ops.discover)
-    again = " ".join(shlex.quote(a) for a in ("kernel-pipeline", "profile", "--op", Path(v["file"]).parent.name,
-                                                 "--shape", shape_id, "--variant", v["name"], "--detail"))
+    again = shlex.join(("kernel-pipeline", "profile", "--op", Path(v["file"]).parent.name, "--shape", shape_id,
+                        "--variant", v["name"], "--detail"))
     return Trace(range=rng, kernels=", ".join(names) or "—", command=cmd, reprofile=again,
                  report_href=fmt.href(results_dir, reports_dir, report) if profiled else "",
                  shared=shared, ncu_time=ncu_time, note=note)
@@ -327,7 +327,7 @@ def _headline(sa: ShapeAnalysis, rivals: list[_Rival], trace: Trace) -> Headline
     v, tm = rec.variant, rec.variant["timing"]
     roof = analysis.roofline(shape, env)
     mem_frac, comp_frac = va.memory_fraction, va.compute_fraction
-    copy = ShapeRecord.of(shape).copy_timing
+    copy = shape.copy_timing
     bound = va.bound
     med = fmt.ms(rec.median_ms)
     timings = {x["name"]: x["timing"]["median_ms"] for x in sa.ranking}
@@ -416,8 +416,7 @@ def shape_view(shape: dict[str, Any], env: dict[str, Any], results_dir: Path, re
     sa = sa or shapeanalysis.analyze_shape(shape, env)
     shape = sa.shape
     rec, lead_ = sa.recommendation, sa.lead
-    base_ms = next((v["timing"]["median_ms"] for v in sa.ranking if v.get("baseline")), None)
-    rows = [_row(va, sa, base_ms, results_dir, reports_dir) for va in sa.variants]
+    rows = [_row(va, sa, sa.baseline_ms, results_dir, reports_dir) for va in sa.variants]
     rows.sort(key=lambda r: (r.median_raw is None, r.median_raw or 0, r.name))
     folded = [r for r in rows if r.folded]
     copy, ref, mb = shape.copy_timing, shape.reference_timing, shape.min_bytes
@@ -467,7 +466,7 @@ def glossary() -> list[Column]:
 
 
 def _commands(shape: ShapeRecord, results_dir: Path, reports_dir: Path) -> list[PassCommand]:
-    passes = [("main pass", shape.ncu), ("detail pass", shape.get("detail") or {})]
+    passes = [("main pass", shape.ncu), ("detail pass", shape.detail)]
     return [PassCommand(label, shlex.join(rec["command"]), fmt.ncu_again(results_dir, rec),
                         fmt.href(results_dir, reports_dir, rec.get("job")), rec.get("job") or "")
             for label, rec in passes if rec.get("command")]
