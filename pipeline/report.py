@@ -19,7 +19,8 @@ from typing import Any
 
 import jinja2
 
-from pipeline import analysis, charts, display as fmt, optimize_page, results, shapeanalysis, shapeview
+from pipeline import (analysis, charts, display as fmt, optimize_page, results, shapeanalysis, shapeview,
+                      varianttable)
 from pipeline.comparison import baseline_docs, baseline_for, compare_name, compare_page, diff_name, diff_page
 from pipeline.records import ShapeRecord
 from pipeline.shapeanalysis import ShapeAnalysis
@@ -124,7 +125,7 @@ def op_page(doc: dict[str, Any], path: Path, reports_dir: Path, replayed: bool,
         created=str(doc.get("created", "—")), environment=_environment(doc),
         commands=[(s.id, c) for s in shapes for c in s.commands],
         thresholds=[(k, f"{v:g}", d) for k, (v, d) in analysis.THRESHOLDS.items()],
-        glossary=shapeview.glossary(),
+        glossary=varianttable.glossary(),
         results_href=fmt.href(path.parent, reports_dir, path.name),
         results_name=fmt.results_file(path.parent, path.name),
         sweep_chart=charts.sweep(doc, analyses, sty, op_lead(analyses)), shapes=shapes,
@@ -145,7 +146,8 @@ def digest(paths: list[Path], replayed: bool) -> str:
     here = Path(__file__).parent
     code = [here / f for f in ("report.py", "viewmodel.py", "charts.py", "analysis.py", "recommend.py",
                                "shapeanalysis.py", "compare.py", "comparison.py", "display.py", "catalogue.py", "detail.py",
-                               "detail_view.py", "optimize_page.py", "records.py", "shapeview.py")]
+                               "detail_view.py", "optimize_page.py", "records.py", "shapeview.py",
+                               "varianttable.py")]
     benches = [p.parent / BENCH_FILE for p in paths if (p.parent / BENCH_FILE).is_file()]
     for f in [*paths, *benches, *code, *sorted((here / "templates").iterdir())]:
         h.update(f"{f.name}\n".encode() + f.read_bytes())

@@ -6,7 +6,7 @@ import textwrap
 import pytest
 
 from testenv import FIXTURES, REPO
-from pipeline import cache, catalogue, config, ops, results, shapeanalysis, shapeview
+from pipeline import cache, catalogue, config, ops, results, shapeanalysis, shapeview, varianttable
 from pipeline.errors import ConfigError
 from pipeline.stages import STAGES
 
@@ -52,7 +52,7 @@ def test_a_stage_collects_the_core_set_and_its_checks():
 
 @pytest.mark.parametrize("lead", ["memory", "compute"])
 def test_every_column_metric_is_a_column_with_its_label_and_title(lead):
-    cols = {c.label: c.title for c in shapeview.columns(lead)}
+    cols = {c.label: c.title for c in varianttable.columns(lead)}
     for m in catalogue.columns():
         assert cols[m.label] == m.title
 
