@@ -1,16 +1,10 @@
-"""The report's charts: matplotlib rendered offline to SVG text that the page inlines (no JS, no CDN).
-
-Output is deterministic (fixed hash salt per chart, no date, group ids stripped) so tests can compare
-it, and every id left is unique per chart so several charts can share one HTML page. Text goes in as
-<text> (svg.fonttype none): matplotlib XML-escapes it, and `$` is escaped here so a variant name is never
-read as mathtext. The drawing functions take plain Point records; shape_charts() and sweep() build
-them from a results record.
+"""The report's charts: matplotlib rendered offline to SVG text that the page inlines (no JS, no CDN), drawn
+in pipeline/chartstyle.py's style. The drawing functions take plain Point records; shape_charts() and sweep()
+build them from a results record.
 """
 from __future__ import annotations
 
-import io
 import math
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,27 +16,13 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from markupsafe import Markup
 
 from pipeline import analysis, catalogue, recommend
+from pipeline.chartstyle import RC, Style, literal, svg, wrap
+from pipeline.display import standing
 from pipeline.records import ShapeRecord
 from pipeline.shapeanalysis import ShapeAnalysis
 
 LOG_RANGE = 10.0          # slowest/fastest above this: log time axis, else the close ones look equal
-PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-           "#bcbd22", "#17becf"]
-# past ten families the colours repeat; the marker then tells them apart (70 distinct pairs)
-MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
-LABEL_CHARS = 56          # a tick label longer than this wraps after a comma, onto two lines
 ROW_INCHES = 0.17         # time chart: height of a row with a one-line label
-RC = {"svg.fonttype": "none", "font.size": 8, "font.family": "sans-serif",
-      "font.sans-serif": ["DejaVu Sans", "Liberation Sans", "Arial"], "axes.titlesize": 9,
-      "axes.spines.top": False, "axes.spines.right": False}
-
-
-@dataclass(frozen=True)
-class Style:
-    color: str
-    marker: str
-
-
 @dataclass(frozen=True)
 class Floor:
     """The time no variant can beat at this shape: device copy of the minimal bytes (memory-bound ops) or
@@ -77,39 +57,6 @@ class SweepPoint:
     recommended: bool
 
 
-def styles(families: list[str]) -> dict[str, Style]:
-    """Stable colour and marker per layout family across every chart of an op."""
-    return {f: Style(PALETTE[i % len(PALETTE)], MARKERS[i // len(PALETTE) % len(MARKERS)])
-            for i, f in enumerate(sorted(set(families)))}
-
-
-def literal(text: str) -> str:
-    return text.replace("$", r"\$")     # a literal dollar, never mathtext
-
-
-def wrap(name: str, width: int = LABEL_CHARS) -> str:
-    """A variant name longer than `width` on two lines of about equal length, broken after a comma."""
-    if len(name) <= width:
-        return name
-    cuts = [i + 1 for i, ch in enumerate(name) if ch == ","]
-    if not cuts:
-        return name
-    cut = min(cuts, key=lambda i: abs(i - len(name) / 2))
-    return name[:cut] + "\n" + name[cut:]
-
-
-def behind(ratio: float) -> str:
-    """How far a time is behind the fastest (ratio = time / fastest time)."""
-    return f"+{(ratio - 1) * 100:.1f} %" if ratio < 2 else f"{ratio:.1f}× slower"
-
-
-def standing(ratio: float, winner: bool, tied: bool, any_tie: bool) -> str:
-    """A variant's place against the recommended one: a tie (recommend.tied) is never called fastest."""
-    if winner:
-        return "fastest, tied" if any_tie else "fastest"
-    return f"tied, {behind(ratio)}" if tied else behind(ratio)
-
-
 def _ms_label(x: float) -> str:
     return f"{x:.4g}"
 
@@ -120,20 +67,6 @@ def _count_label(x: float) -> str:
         if x >= scale:
             return f"{x / scale:g}{unit}"
     return f"{x:g}"
-
-
-def svg(fig: Figure, salt: str) -> str:
-    with matplotlib.rc_context({"svg.hashsalt": salt}):
-        buf = io.StringIO()
-        fig.savefig(buf, format="svg", bbox_inches="tight", pad_inches=0.05,
-                    metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
-    svg = buf.getvalue()
-    svg = svg[svg.index("<svg"):]                                   # drop the XML prolog and DOCTYPE
-    svg = re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.S)
-    svg = re.sub(r'<g id="[^"]*"', "<g", svg)                       # group labels repeat across charts
-    if "<script" in svg.lower():                                    # matplotlib escapes text; stay sure
-        raise ValueError("chart SVG contains a script element")
-    return svg.strip()
 
 
 def _log_if_wide(ax, values: list[float], axis: str) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from markupsafe import Markup
 
-from pipeline import charts, compare, display as fmt, recommend, results, shapeanalysis
+from pipeline import compare, display as fmt, recommend, results, shapeanalysis
 from pipeline.viewmodel import (CompareCell, ComparePage, CompareShape, DiffPage, DiffRow, DiffShape, Link)
 
 
@@ -54,7 +54,7 @@ def compare_page(op: str, entries: list[tuple[dict[str, Any], str]], replayed: b
                 sa = recs[gpu]
                 rec = sa.recommendation
                 b = sa.family_best.get(f)
-                row.append("—" if b is None else "recommended" if sa.is_recommended(b) else charts.standing(
+                row.append("—" if b is None else "recommended" if sa.is_recommended(b) else fmt.standing(
                     b["timing"]["median_ms"] / rec.median_ms, False, b["name"] in rec.ties, True))
             table.append((f, row))
         distinct = list(dict.fromkeys(winners.values()))

@@ -11,7 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from pipeline import analysis, charts, detail, display as fmt
+from pipeline import analysis, chartstyle, detail, display as fmt
 from pipeline.records import ShapeRecord, VariantRecord
 from pipeline.viewmodel import WhyKernel, WhyView
 
@@ -22,7 +22,7 @@ STALL_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"
 def stall_chart(kernels: list[tuple[str, dict[str, float]]], reasons: list[str], salt: str) -> str:
     """One stacked bar per kernel of the detail pass: its warp cycles per issued instruction split by stall
     reason (`reasons`, the largest first; the rest summed as "other")."""
-    with matplotlib.rc_context(charts.RC):
+    with matplotlib.rc_context(chartstyle.RC):
         fig = Figure(figsize=(7.5, 0.55 * len(kernels) + 1.2))
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()
@@ -35,16 +35,16 @@ def stall_chart(kernels: list[tuple[str, dict[str, float]]], reasons: list[str],
                     label=r.replace("_", " "), height=0.6)
             left = [a + b for a, b in zip(left, vals)]
         ax.set_yticks(ys)
-        ax.set_yticklabels([charts.literal(charts.wrap(label)) for label, _ in kernels])
+        ax.set_yticklabels([chartstyle.literal(chartstyle.wrap(label)) for label, _ in kernels])
         ax.set_xlabel("warp cycles per issued instruction, by stall reason (ncu WarpStateStats)")
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=7.5)
-        return charts.svg(fig, salt)
+        return chartstyle.svg(fig, salt)
 
 
 def memory_chart(kernels: list[str], levels: list[tuple[str, list[float | None]]], salt: str) -> str:
     """Grouped bars: the bytes each kernel of the detail pass moved at each memory level (sectors × 32 B at L1
     and L2, bytes at DRAM), on a log axis; `levels`: (level, one value per kernel)."""
-    with matplotlib.rc_context(charts.RC):
+    with matplotlib.rc_context(chartstyle.RC):
         fig = Figure(figsize=(7.5, 3.2))
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()
@@ -53,7 +53,7 @@ def memory_chart(kernels: list[str], levels: list[tuple[str, list[float | None]]
             xs = [j + (i - (len(kernels) - 1) / 2) * width for j in range(len(levels))]
             vals = [vs[i] or 0 for _, vs in levels]
             ax.bar(xs, vals, width=width, color=STALL_COLORS[i % len(STALL_COLORS)],
-                   label=charts.literal(charts.wrap(label)))
+                   label=chartstyle.literal(chartstyle.wrap(label)))
         ax.set_xticks(range(len(levels)))
         ax.set_xticklabels([lvl for lvl, _ in levels])
         ax.set_yscale("log")
@@ -61,7 +61,7 @@ def memory_chart(kernels: list[str], levels: list[tuple[str, list[float | None]]
         ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_ylabel("bytes moved (ncu)")
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=7.5)
-        return charts.svg(fig, salt)
+        return chartstyle.svg(fig, salt)
 
 
 def amount(row: dict[str, Any] | None) -> str:

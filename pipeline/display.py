@@ -107,3 +107,15 @@ def ncu_open(results_dir: Path, report: str, nvtx_range: str) -> str:
     (the report already holds the NVTX state): run on the H100, ncu 2025.3.1."""
     return (f"ncu --import {shlex.quote(results_file(results_dir, report))} --nvtx-include "
             f"{shlex.quote(nvtx_range)} --page details")
+
+
+def behind(ratio: float) -> str:
+    """How far a time is behind the fastest (ratio = time / fastest time)."""
+    return f"+{(ratio - 1) * 100:.1f} %" if ratio < 2 else f"{ratio:.1f}× slower"
+
+
+def standing(ratio: float, winner: bool, tied: bool, any_tie: bool) -> str:
+    """A variant's place against the recommended one: a tie (recommend.tied) is never called fastest."""
+    if winner:
+        return "fastest, tied" if any_tie else "fastest"
+    return f"tied, {behind(ratio)}" if tied else behind(ratio)

@@ -19,7 +19,7 @@ from typing import Any
 
 import jinja2
 
-from pipeline import (analysis, charts, display as fmt, optimize_page, results, shapeanalysis, shapeview,
+from pipeline import (analysis, charts, chartstyle, display as fmt, optimize_page, results, shapeanalysis, shapeview,
                       varianttable)
 from pipeline.comparison import baseline_docs, baseline_for, compare_name, compare_page, diff_name, diff_page
 from pipeline.records import ShapeRecord
@@ -78,11 +78,11 @@ def _environment(doc: dict[str, Any]) -> list[tuple[str, str]]:
 MAX_DRAW_PROCESSES = 16
 
 
-def _styles(doc: dict[str, Any]) -> dict[str, charts.Style]:
-    return charts.styles([v.get("stem", v["name"]) for s in doc["shapes"] for v in s["variants"]])
+def _styles(doc: dict[str, Any]) -> dict[str, chartstyle.Style]:
+    return chartstyle.styles([v.get("stem", v["name"]) for s in doc["shapes"] for v in s["variants"]])
 
 
-def _draw(job: tuple[charts.ShapeChartData, dict[str, charts.Style]]) -> list[Chart]:
+def _draw(job: tuple[charts.ShapeChartData, dict[str, chartstyle.Style]]) -> list[Chart]:
     return charts.shape_charts(*job)
 
 
@@ -144,10 +144,10 @@ def digest(paths: list[Path], replayed: bool) -> str:
     the replay flag, and this package's rendering code and templates."""
     h = hashlib.sha256(f"{replayed}\n".encode())
     here = Path(__file__).parent
-    code = [here / f for f in ("report.py", "viewmodel.py", "charts.py", "analysis.py", "recommend.py",
-                               "shapeanalysis.py", "compare.py", "comparison.py", "display.py", "catalogue.py", "detail.py",
-                               "detail_view.py", "optimize_page.py", "records.py", "shapeview.py",
-                               "varianttable.py")]
+    code = [here / f for f in ("report.py", "viewmodel.py", "charts.py", "chartstyle.py", "analysis.py",
+                               "recommend.py", "shapeanalysis.py", "compare.py", "comparison.py", "display.py",
+                               "catalogue.py", "detail.py", "detail_view.py", "optimize_page.py", "records.py",
+                               "shapeview.py", "varianttable.py")]
     benches = [p.parent / BENCH_FILE for p in paths if (p.parent / BENCH_FILE).is_file()]
     for f in [*paths, *benches, *code, *sorted((here / "templates").iterdir())]:
         h.update(f"{f.name}\n".encode() + f.read_bytes())

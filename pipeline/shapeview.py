@@ -12,8 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pipeline import (analysis, charts, detail_view, display as fmt, recommend, results, shapeanalysis,
-                      varianttable)
+from pipeline import analysis, detail_view, display as fmt, recommend, results, shapeanalysis, varianttable
 from pipeline.records import ShapeRecord
 from pipeline.shapeanalysis import ShapeAnalysis
 from pipeline.viewmodel import Alert, Chart, FamilyRank, Headline, PassCommand, ShapeView, Stat, Trace
@@ -173,7 +172,7 @@ def _headline(sa: ShapeAnalysis, rivals: list[_Rival], trace: Trace) -> Headline
         ratio = x["timing"]["median_ms"] / rec.median_ms
         tie, is_rec = x["name"] in rec.ties, sa.is_recommended(x)
         fams.append(FamilyRank(f, fmt.breakable(x["name"]), fmt.ms(x["timing"]["median_ms"]),
-                               "recommended" if is_rec else charts.standing(ratio, False, tie, True),
+                               "recommended" if is_rec else fmt.standing(ratio, False, tie, True),
                                "rec" if is_rec else "tie" if tie else ""))
     beaten = [r for r in rivals if r.beats]
     rival_phrases = [r.phrase() for r in rivals] or ["torch eager not timed"]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline import analysis, catalogue, charts, display as fmt, recommend
+from pipeline import analysis, catalogue, display as fmt, recommend
 from pipeline.records import VariantRecord
 from pipeline.shapeanalysis import ShapeAnalysis, VariantAnalysis
 from pipeline.viewmodel import Cell, Column, Trace, VariantRow
@@ -204,7 +204,7 @@ def row(va: VariantAnalysis, sa: ShapeAnalysis, base_ms: float | None, results_d
     vs_best = med / rec.median_ms if med and rec else None
     f = _Facts(
         va=va, name=v["name"] + (" (baseline)" if v.get("baseline") else ""), status=status, when=when, tm=tm,
-        place=charts.standing(vs_best, is_rec, tied, bool(rec.ties)) if vs_best else "—", vs_best=vs_best,
+        place=fmt.standing(vs_best, is_rec, tied, bool(rec.ties)) if vs_best else "—", vs_best=vs_best,
         vs_base=base_ms / med if med and base_ms else None, gbs=fmt.gbs(shape, med),
         frac=va.fraction_of_copy if tm else None, tflops=fmt.tflops(shape, med),
         comp_frac=va.compute_fraction if tm else None, moved=moved,

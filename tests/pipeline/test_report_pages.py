@@ -18,7 +18,7 @@ import subprocess
 import pytest
 
 from testenv import FIXTURES, REPO
-from pipeline import analysis, charts, recommend, report, results, shapeview
+from pipeline import analysis, chartstyle, recommend, report, results, shapeview
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SAMPLES = FIXTURES / "samples-h200"
@@ -325,8 +325,8 @@ def test_each_profiled_variant_names_its_ncu_range_kernels_and_command(site):
 def test_more_than_ten_families_get_distinct_colour_and_marker(site):
     _, docs, _ = site
     fams = sorted({v["stem"] for s in docs["rmsnorm"]["shapes"] for v in s["variants"]})
-    assert len(fams) > len(charts.PALETTE)
-    sty = charts.styles(fams)
+    assert len(fams) > len(chartstyle.PALETTE)
+    sty = chartstyle.styles(fams)
     assert len({(s.color, s.marker) for s in sty.values()}) == len(fams)
 
 
