@@ -38,8 +38,8 @@ from pipeline import errors as errors_mod
 from pipeline import ops as ops_mod
 # report and export (matplotlib, through the charts) are imported by the commands that draw: gate, list and
 # config start without them
-from pipeline import (gate_output, ingest, jsonout, newop, optimize, profiling, results, stages, supervise,
-                      terminal)
+from pipeline import (argtypes, gate_output, ingest, jsonout, newop, optimize, optimize_options, profiling, results,
+                      stages, supervise, terminal)
 from pipeline.errors import ConfigError, ExitCode, PipelineError
 
 START = time.monotonic()
@@ -257,16 +257,6 @@ def version() -> str:
         return pipeline.__version__
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (value > 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
-    return value
-
-
 def parser() -> argparse.ArgumentParser:
     # the subcommands list themselves below: the description stops before the docstring's list of them
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\nCommands")[0],
@@ -298,7 +288,7 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--gpu-model", metavar="NAME",
                     help="measure on GPUs of this model only (its name as nvidia-smi gives it, or its profiles "
                          "folder name); default: once on each model present")
-    pr.add_argument("--job-timeout", metavar="SECONDS", type=_seconds,
+    pr.add_argument("--job-timeout", metavar="SECONDS", type=argtypes.seconds,
                     help="with --backend ray: a lane still on one op after this long is replaced and the op "
                          "retried once (default: the op's own limits summed, plus 5 minutes)")
     pr.add_argument("--strict", action="store_true", help="exit 5 when any variant failed")
@@ -365,7 +355,7 @@ def parser() -> argparse.ArgumentParser:
                                                         "the table (the exit code is the same)")
     gt.set_defaults(func=cmd_gate)
     om = sub.add_parser("optimize", help="propose, verify and time candidates stage by stage; promote only real wins")
-    optimize.add_arguments(om).set_defaults(func=cmd_optimize)
+    optimize_options.add_arguments(om).set_defaults(func=cmd_optimize)
     cf = sub.add_parser("config", help="print every config key as a Markdown table")
     cf.set_defaults(func=cmd_config)
     return p

@@ -95,10 +95,10 @@ def test_cuda_without_a_gpu_exits_3(root):
 
 
 def test_a_proposer_path_relative_to_here_still_runs_from_the_step_folder(tmp_path, monkeypatch):
-    from pipeline import optimize, proposer
+    from pipeline import optimize_options, proposer
     monkeypatch.chdir(REPO)
-    parser = optimize.add_arguments(argparse.ArgumentParser())
-    opts = optimize._options(parser.parse_args(
+    parser = optimize_options.add_arguments(argparse.ArgumentParser())
+    opts = optimize_options.options(parser.parse_args(
         ["--op", "x", "--proposer", "cmd", "--proposer-cmd", "python3 tests/fixtures/optimize/canned_proposer.py"]))
     assert opts.command == ["python3", str(FIXTURES / "optimize" / "canned_proposer.py")]
     step = tmp_path / "step"
