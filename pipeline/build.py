@@ -23,16 +23,16 @@ def load_reference(job: dict[str, Any]) -> ModuleType:
     them, run as a fresh module: names derived from an overridden one (`input_shape = (num_classes,)`) are
     computed from the override, so the shape that runs is the shape recorded."""
     import ast
-    from pipeline import ops
+    from pipeline import toplevel
     from pipeline.errors import ConfigError
     path, name = job["reference"], f"_reference_{job['op']}"
     with open(path) as f:
         tree = ast.parse(f.read(), filename=path)
     try:
-        values = ops.check_overrides(ops.module_names(tree), job["params"], path)
+        values = toplevel.check_overrides(toplevel.module_names(tree), job["params"], path)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    code = compile(ops.override_tree(tree, values), path, "exec")   # the real filename: tracebacks, inspect
+    code = compile(toplevel.override_tree(tree, values), path, "exec")   # the real filename: tracebacks, inspect
     module = importlib.util.module_from_spec(importlib.util.spec_from_file_location(name, path))
     sys.modules[name] = module          # Triton resolves globals of jitted functions through the module
     exec(code, module.__dict__)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline import ops
+from pipeline import ops, toplevel
 from pipeline.config import Config
 from pipeline.errors import ConfigError, PipelineError
 
@@ -85,9 +85,9 @@ def _signature(cls: ast.ClassDef, method: str, extra: dict[str, int] | None = No
 
 
 def sizes(tree: ast.Module) -> dict[str, int | float]:
-    """The module-level numbers whose value the file spells out (ops.module_names), in file order: positive
+    """The module-level numbers whose value the file spells out (toplevel.module_names), in file order: positive
     ints and floats; names a shape entry uses for itself (name, dtype, params) are left out."""
-    return {n: a.default for n, a in ops.module_names(tree).items()
+    return {n: a.default for n, a in toplevel.module_names(tree).items()
             if a.known and n not in ("name", "dtype", "params") and not isinstance(a.default, bool)
             and (isinstance(a.default, float) or isinstance(a.default, int) and a.default > 0)}
 

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from pipeline import build, config, ops
+from pipeline import build, config, ops, toplevel
 from pipeline.errors import ConfigError
 
 REFERENCE = textwrap.dedent('''
@@ -63,7 +63,7 @@ def make_op(tmp_path, op_yaml):
 
 
 def test_every_module_level_name_is_listed_with_its_static_default():
-    names = ops.module_names(ast.parse(REFERENCE))
+    names = toplevel.module_names(ast.parse(REFERENCE))
     assert set(names) == set(DEFAULTS) | {"dev", "c", "d"}
     assert {n: a.default for n, a in names.items() if a.known} == DEFAULTS
     assert not any(names[n].known for n in ("dev", "c", "d"))      # calls are never evaluated
@@ -134,7 +134,7 @@ def test_load_op_dir_names_both_files_for_a_wrong_override(tmp_path, shape, mess
         ops.load_op_dir(d, config.Config())
     if "get_inputs" not in shape:          # the reference's line of the assignment, too
         key = shape.strip("{}").split(":")[0]
-        line = ops.module_names(ast.parse(REFERENCE))[key].line
+        line = toplevel.module_names(ast.parse(REFERENCE))[key].line
         assert str(exc.value).endswith(f"reference.py:{line})")
 
 
