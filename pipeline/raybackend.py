@@ -1,5 +1,5 @@
 """Lanes on a Ray cluster (`profile --backend ray`): one actor per GPU (num_gpus=1), placed by Ray on any node,
-each running the same per-op work as a local lane (profiling.Lane: its worker process, ncu, the compile ahead)
+each running the same per-op work as a local lane (lane.Lane: its worker process, ncu, the compile ahead)
 on its GPU.
 
 Nothing is assumed shared between the nodes but the installed pipeline: each op's files travel with its

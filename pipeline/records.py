@@ -1,4 +1,4 @@
-"""The results file's records, typed: what results.load returns and profiling.assemble builds.
+"""The results file's records, typed: what results.load returns and lane.assemble builds.
 
 A record is the JSON object itself, a dict subclass: the file's schema is unchanged, json.dumps writes a record
 as before and code that indexes keys keeps working. What consumers read goes through typed properties instead

@@ -3,7 +3,7 @@ one op together (one worker process per lane, one ncu process per op and lane).
 
 A Backend runs the lanes: ThreadLanes (the default) as threads of this process over the GPUs of this host,
 pipeline.raybackend as Ray actors anywhere in a cluster. The stages never see this module: every lane
-object is made by the caller (`make_lane`, profiling.Lane), and every batch runs the same per-op function
+object is made by the caller (`make_lane`, lane.Lane), and every batch runs the same per-op function
 (`work`), which returns the batch's result; the backend hands each result to `done` on the caller's
 thread, which alone writes results. A backend may report a batch as `Lost` (its lane died or hung, and the
 retry did too); the caller records why.
@@ -54,7 +54,7 @@ class Options:
     job_timeout: float | None = None       # --job-timeout: seconds one op may take on one lane
 
 
-# make_lane(name=, label=, gpu=, say=, tracker=, remote=, where=) -> a lane (profiling.Lane), where it runs
+# make_lane(name=, label=, gpu=, say=, tracker=, remote=, where=) -> a lane (lane.Lane), where it runs
 MakeLane = Callable[..., Any]
 Probe = Callable[[Any], dict]          # probe(lane) -> facts; facts["gpu_name"] is its model
 # work(lane, batch, upcoming): one op's items on one lane; `upcoming` is the batch that lane takes next
